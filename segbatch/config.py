@@ -1,0 +1,98 @@
+"""Settings, read once from the environment; command-line flags override them.
+
+| variable                          | meaning                                   |
+| --------------------------------- | ----------------------------------------- |
+| ``SEGBATCH_DATABASE_URL``         | SQLAlchemy URL of the results database    |
+| ``SEGBATCH_BROKER_URL``           | Celery broker (Redis) URL                 |
+| ``SEGBATCH_MODEL``                | model version, ``name/version``           |
+| ``SEGBATCH_MODELS_DIR``           | folder of model versions                  |
+| ``SEGBATCH_BATCH_SIZE``           | images per task                           |
+| ``SEGBATCH_MAX_QUEUED_BATCHES``   | producer back-pressure threshold          |
+| ``SEGBATCH_MAX_IMAGE_PIXELS``     | refuse images larger than this            |
+| ``SEGBATCH_FETCH_CONCURRENCY``    | concurrent downloads per worker process   |
+| ``SEGBATCH_CONFIDENCE``           | minimum detection score                   |
+| ``SEGBATCH_S3_ADDRESSING_STYLE``  | ``path`` (MinIO-like servers) or ``virtual`` |
+
+S3 credentials, region and endpoint are boto3's own: ``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL`` (or
+``AWS_ENDPOINT_URL_S3``), profiles and the rest of boto3's chain.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from segbatch import defaults
+from segbatch.errors import ConfigError
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = defaults.DATABASE_URL
+    broker_url: str = defaults.BROKER_URL
+    model: str = defaults.DEFAULT_MODEL
+    models_dir: Path = MODELS_DIR
+    batch_size: int = defaults.BATCH_SIZE
+    max_queued_batches: int = defaults.MAX_QUEUED_BATCHES
+    max_image_pixels: int = defaults.MAX_IMAGE_PIXELS
+    fetch_concurrency: int = defaults.FETCH_CONCURRENCY
+    confidence: float = defaults.CONFIDENCE_THRESHOLD
+    s3_addressing_style: str = defaults.S3_ADDRESSING_STYLE
+
+    def replace(self, **changes: object) -> Settings:
+        """A copy with the given fields changed; ``None`` values are ignored."""
+        given = {key: value for key, value in changes.items() if value is not None}
+        return dataclasses.replace(self, **given)  # type: ignore[arg-type]
+
+
+_ENV_FIELDS = {
+    "SEGBATCH_DATABASE_URL": ("database_url", str),
+    "SEGBATCH_BROKER_URL": ("broker_url", str),
+    "SEGBATCH_MODEL": ("model", str),
+    "SEGBATCH_MODELS_DIR": ("models_dir", Path),
+    "SEGBATCH_BATCH_SIZE": ("batch_size", int),
+    "SEGBATCH_MAX_QUEUED_BATCHES": ("max_queued_batches", int),
+    "SEGBATCH_MAX_IMAGE_PIXELS": ("max_image_pixels", int),
+    "SEGBATCH_FETCH_CONCURRENCY": ("fetch_concurrency", int),
+    "SEGBATCH_CONFIDENCE": ("confidence", float),
+    "SEGBATCH_S3_ADDRESSING_STYLE": ("s3_addressing_style", str),
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from ``environ`` (the process environment by default)."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for variable, (field, parse) in _ENV_FIELDS.items():
+        raw = environ.get(variable)
+        if raw is None or raw == "":
+            continue
+        try:
+            values[field] = parse(raw)
+        except ValueError as exc:
+            raise ConfigError(
+                f"{variable} must be a {parse.__name__}, got {raw!r}"
+            ) from exc
+    settings = Settings(**values)  # type: ignore[arg-type]
+    _validate(settings)
+    return settings
+
+
+def _validate(settings: Settings) -> None:
+    positive = ("batch_size", "max_queued_batches", "max_image_pixels")
+    for field in (*positive, "fetch_concurrency"):
+        if getattr(settings, field) < 1:
+            raise ConfigError(f"{field} must be at least 1, got {getattr(settings, field)}")
+    if not 0.0 <= settings.confidence <= 1.0:
+        raise ConfigError(f"confidence must be within [0, 1], got {settings.confidence}")
+    if settings.s3_addressing_style not in ("path", "virtual", "auto"):
+        raise ConfigError(
+            "s3_addressing_style must be path, virtual or auto, "
+            f"got {settings.s3_addressing_style!r}"
+        )

@@ -1,0 +1,82 @@
+"""The exceptions segbatch raises, one root with a category per boundary.
+
+    SegbatchError
+    ├── ConfigError            a setting is missing or malformed
+    ├── StorageError           listing or fetching objects (S3, local files)
+    │   └── ObjectNotFound     the object named does not exist
+    ├── DecodeError            bytes that are not a usable image
+    │   ├── EmptyImage         zero bytes
+    │   ├── NotAnImage         no known image signature
+    │   ├── CorruptImage       truncated or damaged data
+    │   └── ImageTooLarge      over the configured pixel limit (read from the header)
+    ├── ModelError             a model version that cannot be used
+    │   ├── ModelNotFound      no such model version
+    │   └── ChecksumMismatch   an artifact differs from its recorded sha256
+    ├── InferenceError         OpenVINO failed while running the model
+    └── DatabaseError          reading or writing results
+
+Errors from botocore, OpenVINO and SQLAlchemy are translated into these where they
+enter segbatch, with ``raise ... from exc``, so callers handle one family only.
+Every error carries a short machine-readable ``kind`` that is stored with a failed
+image.
+"""
+
+from __future__ import annotations
+
+
+class SegbatchError(Exception):
+    """Root of every error segbatch raises on purpose."""
+
+    kind = "error"
+
+
+class ConfigError(SegbatchError):
+    kind = "config"
+
+
+class StorageError(SegbatchError):
+    kind = "storage"
+
+
+class ObjectNotFound(StorageError):
+    kind = "not_found"
+
+
+class DecodeError(SegbatchError):
+    kind = "decode"
+
+
+class EmptyImage(DecodeError):
+    kind = "empty"
+
+
+class NotAnImage(DecodeError):
+    kind = "not_an_image"
+
+
+class CorruptImage(DecodeError):
+    kind = "corrupt"
+
+
+class ImageTooLarge(DecodeError):
+    kind = "too_large"
+
+
+class ModelError(SegbatchError):
+    kind = "model"
+
+
+class ModelNotFound(ModelError):
+    kind = "model_not_found"
+
+
+class ChecksumMismatch(ModelError):
+    kind = "checksum"
+
+
+class InferenceError(SegbatchError):
+    kind = "inference"
+
+
+class DatabaseError(SegbatchError):
+    kind = "database"
