@@ -88,9 +88,13 @@ def _validate(settings: Settings) -> None:
     positive = ("batch_size", "max_queued_batches", "max_image_pixels")
     for field in (*positive, "fetch_concurrency"):
         if getattr(settings, field) < 1:
-            raise ConfigError(f"{field} must be at least 1, got {getattr(settings, field)}")
+            raise ConfigError(
+                f"{field} must be at least 1, got {getattr(settings, field)}"
+            )
     if not 0.0 <= settings.confidence <= 1.0:
-        raise ConfigError(f"confidence must be within [0, 1], got {settings.confidence}")
+        raise ConfigError(
+            f"confidence must be within [0, 1], got {settings.confidence}"
+        )
     if settings.s3_addressing_style not in ("path", "virtual", "auto"):
         raise ConfigError(
             "s3_addressing_style must be path, virtual or auto, "

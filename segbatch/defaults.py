@@ -13,6 +13,9 @@ LETTERBOX_FILL = 114  # grey of the padding, as Ultralytics trains with
 # Decoding
 MAX_IMAGE_PIXELS = 100_000_000  # width x height; larger images are refused unread
 ALPHA_BACKGROUND_RGB = (255, 255, 255)  # transparent pixels are composited on white
+# Pillow format names that are decoded; a camera's multi-picture JPEG (Pillow's "MPO")
+# counts as JPEG and gives its first picture
+DECODE_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF")
 
 # Polygons
 POLYGON_EPSILON_PX = 1.0  # Douglas-Peucker tolerance in original pixels
@@ -33,3 +36,33 @@ QUEUE_NAME = "segbatch"
 DATABASE_URL = "sqlite:///segbatch.sqlite"
 BROKER_URL = "redis://127.0.0.1:6379/0"
 S3_ADDRESSING_STYLE = "path"
+
+# Object storage
+S3_CONNECT_TIMEOUT_S = 10.0
+S3_READ_TIMEOUT_S = 60.0
+S3_MAX_ATTEMPTS = 5  # botocore "standard" retries; the first try counts
+S3_MIN_POOL_CONNECTIONS = 10  # botocore's own default; raised to the fetch concurrency
+IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"})
+
+# Producer
+SEGMENT_TASK_NAME = "segbatch.segment_batch"  # the worker task, sent by name
+ENQUEUE_PAGE_SIZE = 1000  # listed URIs checked against the database per round trip
+
+# Database
+SQLITE_BUSY_TIMEOUT_S = 30.0  # how long an SQLite writer waits for another's lock
+POLYGON_DECIMALS = 2  # polygon vertices are stored rounded to this many pixel decimals
+
+# Model toolchain (export, quantization, evaluation; the workers use none of these)
+ONNX_OPSET = 17  # pinned, so that a re-export of the same weights gives the same graph
+EVAL_CONFIDENCE = 0.001  # keep nearly every detection: COCO AP integrates over scores
+EVAL_MAX_DETECTIONS = 100  # per image, as many as COCO's AP counts
+CALIBRATION_IMAGES = 300  # images through the FP32 model to set INT8 ranges
+ACCURACY_CONTROL_MAX_DROP_POINTS = 1.0  # mask mAP50-95 percentage points INT8 may lose
+ACCURACY_CONTROL_VALIDATION_IMAGES = 100
+BENCHMARK_DURATION_S = 15  # per IR, under OpenVINO's benchmark_app
+MAX_INT8_IR_BYTES = 5 * 1024 * 1024  # model.xml + model.bin of the default build
+
+# Inference core (decoding as Ultralytics' predict does it)
+NMS_MAX_CANDIDATES = 30_000  # highest-scoring boxes that enter NMS; others are dropped
+NMS_CLASS_OFFSET_PX = 7680  # class k's boxes shift by k times this: NMS stays per class
+MASK_CHUNK_PIXELS = 4_000_000  # float32 pixels a mask upsampling step holds at once

@@ -8,15 +8,18 @@
     │   ├── EmptyImage         zero bytes
     │   ├── NotAnImage         no known image signature
     │   ├── CorruptImage       truncated or damaged data
-    │   └── ImageTooLarge      over the configured pixel limit (read from the header)
+    │   ├── ImageTooLarge      over the configured pixel limit (read from the header)
+    │   └── UnsupportedImage   an image format or pixel mode that is not decoded
     ├── ModelError             a model version that cannot be used
     │   ├── ModelNotFound      no such model version
     │   └── ChecksumMismatch   an artifact differs from its recorded sha256
     ├── InferenceError         OpenVINO failed while running the model
-    └── DatabaseError          reading or writing results
+    ├── DatabaseError          reading or writing results
+    │   └── JobNotFound        no job with the id given
+    └── BrokerError            the task queue (Redis) is unreachable or stays full
 
-Errors from botocore, OpenVINO and SQLAlchemy are translated into these where they
-enter segbatch, with ``raise ... from exc``, so callers handle one family only.
+Errors from botocore, OpenVINO, SQLAlchemy and Redis are translated into these where
+they enter segbatch, with ``raise ... from exc``, so callers handle one family only.
 Every error carries a short machine-readable ``kind`` that is stored with a failed
 image.
 """
@@ -62,6 +65,10 @@ class ImageTooLarge(DecodeError):
     kind = "too_large"
 
 
+class UnsupportedImage(DecodeError):
+    kind = "unsupported"
+
+
 class ModelError(SegbatchError):
     kind = "model"
 
@@ -80,3 +87,11 @@ class InferenceError(SegbatchError):
 
 class DatabaseError(SegbatchError):
     kind = "database"
+
+
+class JobNotFound(DatabaseError):
+    kind = "job_not_found"
+
+
+class BrokerError(SegbatchError):
+    kind = "broker"

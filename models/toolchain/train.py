@@ -1,0 +1,72 @@
+"""Train a YOLO segmentation model from its architecture file, offline, resumably.
+
+No pretrained weights are used or fetched: the network starts from the random
+initialisation of its architecture file (``yolo11n-seg.yaml`` by default). Plots are
+off because Ultralytics downloads a font to draw them. A run keeps
+``weights/last.pt`` after every epoch; training the same run folder again resumes
+from it, with the schedule and optimiser state it had.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ARCHITECTURE = "yolo11n-seg.yaml"
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """Everything that decides the trained weights, recorded in the model metadata."""
+
+    architecture: str = DEFAULT_ARCHITECTURE
+    epochs: int = 60
+    imgsz: int = 320
+    batch: int = 16
+    seed: int = 0
+    close_mosaic: int = 10
+    workers: int = 2
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+def _offline() -> None:
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("ULTRALYTICS_OFFLINE", "1")
+
+
+def train(data_yaml: Path, run_dir: Path, recipe: TrainRecipe) -> Path:
+    """Train (or resume) in ``run_dir``; return the path of the best weights."""
+    _offline()
+    from ultralytics import YOLO  # the toolchain extra; workers never import this
+
+    last = run_dir / "weights" / "last.pt"
+    if last.exists():
+        logger.info("resuming %s from %s", run_dir, last)
+        YOLO(str(last)).train(resume=True)
+    else:
+        logger.info("training %s from scratch in %s", recipe.architecture, run_dir)
+        YOLO(recipe.architecture).train(
+            data=str(data_yaml),
+            epochs=recipe.epochs,
+            imgsz=recipe.imgsz,
+            batch=recipe.batch,
+            seed=recipe.seed,
+            close_mosaic=recipe.close_mosaic,
+            workers=recipe.workers,
+            project=str(run_dir.parent.resolve()),
+            name=run_dir.name,
+            exist_ok=True,
+            pretrained=False,
+            amp=False,
+            plots=False,
+            cache="ram",
+            device="cpu",
+            deterministic=True,
+        )
+    return run_dir / "weights" / "best.pt"
