@@ -82,7 +82,9 @@ def _noise(shape: tuple[int, ...], high: int, dtype: type) -> np.ndarray:
 
 def _png_chunk(chunk_type: bytes, payload: bytes) -> bytes:
     crc = zlib.crc32(chunk_type + payload)
-    return struct.pack(">I", len(payload)) + chunk_type + payload + struct.pack(">I", crc)
+    return (
+        struct.pack(">I", len(payload)) + chunk_type + payload + struct.pack(">I", crc)
+    )
 
 
 def _blocks_image() -> np.ndarray:
@@ -234,11 +236,48 @@ def _with_orientation(fmt: str, orientation: int) -> bytes:
         return _save(cmyk, "JPEG", exif=exif, quality=100, subsampling=0)
     if fmt == "WEBP":
         return _save(image, "WEBP", exif=exif, lossless=True)
+    if fmt == "TIFF-16":
+        # v * 257 scales back to exactly v, and its high byte is v as well.
+        return _tiff_rgb16(_blocks_image().astype(np.uint16) * 257, orientation)
     return _save(image, fmt, exif=exif)
 
 
+def _tiff_rgb16(rgb16: np.ndarray, orientation: int) -> bytes:
+    """An uncompressed 16-bit RGB TIFF with an orientation tag, which Pillow cannot
+    write."""
+    height, width, _ = rgb16.shape
+    pixels = rgb16.astype("<u2").tobytes()
+    entry_count = 11
+    bits_offset = 8 + 2 + 12 * entry_count + 4
+    pixels_offset = bits_offset + 6
+
+    def short(tag: int, value: int) -> bytes:
+        return struct.pack("<HHIHH", tag, 3, 1, value, 0)
+
+    def long(tag: int, value: int) -> bytes:
+        return struct.pack("<HHII", tag, 4, 1, value)
+
+    entries = [
+        long(256, width),
+        long(257, height),
+        struct.pack("<HHII", 258, 3, 3, bits_offset),
+        short(259, 1),  # no compression
+        short(262, 2),  # RGB
+        long(273, pixels_offset),
+        short(274, orientation),
+        short(277, 3),
+        long(278, height),
+        long(279, len(pixels)),
+        short(284, 1),  # samples interleaved
+    ]
+    assert len(entries) == entry_count
+    ifd = struct.pack("<H", entry_count) + b"".join(entries) + struct.pack("<I", 0)
+    bits = struct.pack("<HHH", 16, 16, 16)
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + bits + pixels
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
-@pytest.mark.parametrize("fmt", ["JPEG", "JPEG-CMYK", "PNG", "WEBP", "TIFF"])
+@pytest.mark.parametrize("fmt", ["JPEG", "JPEG-CMYK", "PNG", "WEBP", "TIFF", "TIFF-16"])
 def test_every_exif_orientation_gives_the_displayed_picture(
     fmt: str, orientation: int
 ) -> None:
@@ -543,7 +582,7 @@ def test_a_jpeg_cut_short_and_closed_with_an_end_marker_is_corrupt() -> None:
     ("data", "shown"),
     [
         (b"<!DOCTYPE html><html><head><title>403</title>", "'<!DOCTYPE html><html>"),
-        (b'{"error": "AccessDenied"}', "'{\"error\": \"AccessDenied\"}'"),
+        (b'{"error": "AccessDenied"}', '\'{"error": "AccessDenied"}\''),
         (b"\xef\xbb\xbf<?xml version='1.0'?><Error/>", "<?xml version='1.0'?><Error/>"),
         (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n", "'%PDF-1.7"),
         (bytes(range(7, 40)), "07 08 09 0a"),

@@ -10,9 +10,10 @@ URI) is in every error message.
 - Bytes that start like a decoded format but cannot be read whole raise
   ``CorruptImage`` ("truncated or corrupt"). A partially decoded image is never
   returned: Pillow's ``LOAD_TRUNCATED_IMAGES`` must stay False (a ``ConfigError``
-  otherwise), every decoder fails when its data runs out, the decoded size must
-  equal the header's, and PNG is decoded by libpng (through OpenCV), which also
-  rejects a zlib stream that ends before the last row and a file cut before IEND.
+  otherwise), every decoder fails when its data runs out (the one damaged JPEG it
+  misses is marked NOTE below), the decoded size must equal the header's, and PNG
+  is decoded by libpng (through OpenCV), which also rejects a zlib stream that
+  ends before the last row and a file cut before IEND.
 - ``width * height > max_pixels`` raises ``ImageTooLarge``, decided from the header
   before a pixel is decoded, so memory stays bounded by the limit. This module owns
   that limit: Pillow's process-wide decompression-bomb check is switched off at
@@ -31,7 +32,6 @@ URI) is in every error message.
 
 from __future__ import annotations
 
-import codecs
 import io
 import logging
 from dataclasses import dataclass
@@ -50,7 +50,7 @@ from segbatch.errors import (
     NotAnImage,
     UnsupportedImage,
 )
-from segbatch.workers import pixels
+from segbatch.workers import pixels, signatures
 
 logger = logging.getLogger(__name__)
 
@@ -63,33 +63,12 @@ _TIFF_IMAGE_LENGTH = 257
 _TIFF_BITS_PER_SAMPLE = 258
 _TIFF_PHOTOMETRIC = 262
 _TIFF_PHOTOMETRIC_RGB = 2
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_IHDR_BIT_DEPTH = 24  # byte offsets from the start of the file
 _PNG_IHDR_COLOUR_TYPE = 25
 _PNG_COLOUR_TYPE_GRAY = 0
-_PREVIEW_BYTES = 40  # of an unrecognised object, quoted in its error message
-_PREVIEW_MIN_TEXT_CHARS = 4  # fewer readable characters are shown as bytes
-
-_SIGNATURES: tuple[tuple[bytes, str], ...] = (
-    (b"\xff\xd8\xff", "JPEG"),
-    (_PNG_SIGNATURE, "PNG"),
-    (b"GIF87a", "GIF"),
-    (b"GIF89a", "GIF"),
-    (b"II*\x00", "TIFF"),
-    (b"MM\x00*", "TIFF"),
-    (b"II+\x00", "TIFF"),
-    (b"MM\x00+", "TIFF"),
-    (b"BM", "BMP"),
-)
-_UNSUPPORTED_SIGNATURES: tuple[tuple[bytes, str], ...] = (
-    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000"),
-    (b"\xff\x4f\xff\x51", "JPEG 2000"),
-    (b"\x00\x00\x00\x0cJXL \r\n\x87\n", "JPEG XL"),
-    (b"\xff\x0a", "JPEG XL"),
-)
 
 _JPEG_FLAGS = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
-# IMREAD_UNCHANGED keeps 16-bit samples and alpha and ignores EXIF orientation.
+# IMREAD_UNCHANGED keeps 16-bit samples and alpha, and leaves a PNG unturned.
 _RAW_FLAGS = cv2.IMREAD_UNCHANGED
 
 
@@ -130,11 +109,19 @@ def decode_image(
     header, image = _open(data, name=name, max_pixels=max_pixels)
 
     with image:
-        turned = False
         if header.format in ("JPEG", "MPO") and header.mode in ("L", "RGB"):
-            rgb = _decode_opencv(data, _JPEG_FLAGS, header, name)
+            # NOTE: a JPEG whose compressed data stops early at a marker (cut, then
+            # closed with an end-of-image marker) decodes with its missing blocks
+            # filled in: libjpeg only warns, and neither OpenCV nor Pillow reports
+            # its warnings. A decoder that fails on them, such as simplejpeg in
+            # strict mode, would end this.
+            turned = False
+            rgb = _decode_opencv(data, _JPEG_FLAGS, header.size_wh, header, name)
         elif header.format == "PNG" or _is_deep_colour_tiff(image):
-            decoded = _decode_opencv(data, _RAW_FLAGS, header, name)
+            # OpenCV's TIFF decoder applies the orientation tag whatever the flags.
+            turned = header.format == "TIFF"
+            size_wh = header.displayed_size_wh if turned else header.size_wh
+            decoded = _decode_opencv(data, _RAW_FLAGS, size_wh, header, name)
             rgb = pixels.rgb8_from_opencv(decoded, gray_key=_png_gray_key(image, data))
         else:
             rgb, turned = _decode_pillow(image, header, name)
@@ -196,8 +183,16 @@ def _open(
 
 
 def _decode_opencv(
-    data: bytes, flags: int, header: ImageHeader, name: str
+    data: bytes,
+    flags: int,
+    expected_wh: tuple[int, int],
+    header: ImageHeader,
+    name: str,
 ) -> np.ndarray:
+    # NOTE: OpenCV refuses images over its own limit of 2**30 pixels (unless the
+    # CV_IO_MAX_IMAGE_PIXELS environment variable raises it), so with max_pixels
+    # set above that such images are reported as corrupt; keeping max_pixels at or
+    # below 2**30 ends this.
     try:
         decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     except cv2.error as exc:
@@ -209,7 +204,7 @@ def _decode_opencv(
             f"{name} is a {header.format} file that is truncated or corrupt: "
             "the decoder returned no image"
         )
-    _check_size(decoded.shape[1], decoded.shape[0], header.size_wh, name)
+    _check_size(decoded.shape[1], decoded.shape[0], expected_wh, name)
     return decoded
 
 
@@ -294,7 +289,9 @@ def _orientation(image: Image.Image, data: bytes, name: str) -> int:
             # Pillow's PNG getexif() would decode every pixel to reach an eXIf
             # chunk stored after the image data.
             exif = Image.Exif()
-            exif.load(image.info.get("exif") or _png_chunk(data, b"eXIf") or b"")
+            exif.load(
+                image.info.get("exif") or signatures.png_chunk(data, b"eXIf") or b""
+            )
         else:
             exif = image.getexif()
         value = exif.get(_EXIF_ORIENTATION, 1)
@@ -306,71 +303,26 @@ def _orientation(image: Image.Image, data: bytes, name: str) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def _png_chunk(data: bytes, chunk_type: bytes) -> bytes | None:
-    """The payload of the first PNG chunk of ``chunk_type``, read without decoding."""
-    position = len(_PNG_SIGNATURE)
-    while position + 8 <= len(data):
-        length = int.from_bytes(data[position : position + 4], "big")
-        found = data[position + 4 : position + 8]
-        if found == chunk_type:
-            return data[position + 8 : position + 8 + length]
-        if found == b"IEND":
-            return None
-        position += 12 + length  # length, type, payload, CRC
-    return None
-
-
 def _unreadable(data: bytes, name: str, exc: Exception) -> DecodeError:
     """The error for bytes that Pillow cannot open as any decoded format."""
-    for signature, format_name in _SIGNATURES:
-        if data.startswith(signature):
-            return CorruptImage(
-                f"{name} starts like a {format_name} file but its header cannot be "
-                f"read: truncated or corrupt ({exc})"
-            )
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+    format_name = signatures.decoded_format(data)
+    if format_name is not None:
         return CorruptImage(
-            f"{name} starts like a WEBP file but cannot be read: truncated or "
-            f"corrupt ({exc})"
+            f"{name} starts like a {format_name} file but its header cannot be "
+            f"read: truncated or corrupt ({exc})"
         )
 
-    supported = ", ".join(defaults.DECODE_FORMATS)
-    unsupported = _unsupported_format(data)
-    if unsupported is not None:
+    decoded = ", ".join(defaults.DECODE_FORMATS)
+    other_format = signatures.undecoded_format(data)
+    if other_format is not None:
         return UnsupportedImage(
-            f"{name} is a {unsupported} image, which is not decoded; the decoded "
-            f"formats are {supported}"
+            f"{name} is a {other_format} image, which is not decoded; the decoded "
+            f"formats are {decoded}"
         )
     return NotAnImage(
-        f"{name} is not an image: expected the signature of one of {supported}, "
-        f"got {_preview(data)}"
+        f"{name} is not an image: expected the signature of one of {decoded}, "
+        f"got {signatures.describe_start(data)}"
     )
-
-
-def _unsupported_format(data: bytes) -> str | None:
-    if data[4:8] == b"ftyp":
-        brand = data[8:12].decode("ascii", errors="replace")
-        return f"HEIF/AVIF (ISO media brand {brand!r})"
-    for signature, format_name in _UNSUPPORTED_SIGNATURES:
-        if data.startswith(signature):
-            return format_name
-    return None
-
-
-def _preview(data: bytes) -> str:
-    """How ``data`` starts: quoted text, or hexadecimal bytes."""
-    head = data[:_PREVIEW_BYTES]
-    # An incremental decoder leaves out a character cut at the end of head.
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    text = decoder.decode(head).removeprefix("\ufeff")
-    readable = len(text)
-    for index, char in enumerate(text):
-        if char == "\ufffd" or not (char.isprintable() or char.isspace()):
-            readable = index
-            break
-    if readable >= _PREVIEW_MIN_TEXT_CHARS:
-        return f"text starting with {text[:readable].strip()!r} ({len(data)} bytes)"
-    return f"bytes starting with {head[:16].hex(' ')} ({len(data)} bytes)"
 
 
 def _pixels_text(count: int) -> str:
