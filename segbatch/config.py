@@ -9,6 +9,7 @@
 | ``SEGBATCH_BATCH_SIZE``           | images per task                           |
 | ``SEGBATCH_MAX_QUEUED_BATCHES``   | producer back-pressure threshold          |
 | ``SEGBATCH_MAX_IMAGE_PIXELS``     | refuse images larger than this            |
+| ``SEGBATCH_MAX_OBJECT_BYTES``     | refuse objects larger than this, unread   |
 | ``SEGBATCH_FETCH_CONCURRENCY``    | concurrent downloads per worker process   |
 | ``SEGBATCH_CONFIDENCE``           | minimum detection score                   |
 | ``SEGBATCH_S3_ADDRESSING_STYLE``  | ``path`` (MinIO-like servers) or ``virtual`` |
@@ -41,6 +42,7 @@ class Settings:
     batch_size: int = defaults.BATCH_SIZE
     max_queued_batches: int = defaults.MAX_QUEUED_BATCHES
     max_image_pixels: int = defaults.MAX_IMAGE_PIXELS
+    max_object_bytes: int = defaults.MAX_OBJECT_BYTES
     fetch_concurrency: int = defaults.FETCH_CONCURRENCY
     confidence: float = defaults.CONFIDENCE_THRESHOLD
     s3_addressing_style: str = defaults.S3_ADDRESSING_STYLE
@@ -59,6 +61,7 @@ _ENV_FIELDS = {
     "SEGBATCH_BATCH_SIZE": ("batch_size", int),
     "SEGBATCH_MAX_QUEUED_BATCHES": ("max_queued_batches", int),
     "SEGBATCH_MAX_IMAGE_PIXELS": ("max_image_pixels", int),
+    "SEGBATCH_MAX_OBJECT_BYTES": ("max_object_bytes", int),
     "SEGBATCH_FETCH_CONCURRENCY": ("fetch_concurrency", int),
     "SEGBATCH_CONFIDENCE": ("confidence", float),
     "SEGBATCH_S3_ADDRESSING_STYLE": ("s3_addressing_style", str),
@@ -86,6 +89,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
 def _validate(settings: Settings) -> None:
     positive = ("batch_size", "max_queued_batches", "max_image_pixels")
+    positive += ("max_object_bytes",)
     for field in (*positive, "fetch_concurrency"):
         if getattr(settings, field) < 1:
             raise ConfigError(

@@ -11,6 +11,7 @@ MASK_THRESHOLD = 0.5  # on the sigmoid of the mask logits
 LETTERBOX_FILL = 114  # grey of the padding, as Ultralytics trains with
 
 # Decoding
+MAX_OBJECT_BYTES = 512 * 1024 * 1024  # larger objects are refused unread
 MAX_IMAGE_PIXELS = 100_000_000  # width x height; larger images are refused unread
 ALPHA_BACKGROUND_RGB = (255, 255, 255)  # transparent pixels are composited on white
 # Pillow format names that are decoded; a camera's multi-picture JPEG (Pillow's "MPO")

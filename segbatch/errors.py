@@ -3,7 +3,8 @@
     SegbatchError
     ├── ConfigError            a setting is missing or malformed
     ├── StorageError           listing or fetching objects (S3, local files)
-    │   └── ObjectNotFound     the object named does not exist
+    │   ├── ObjectNotFound     the object named does not exist
+    │   └── ObjectTooLarge     over the configured size limit (not read)
     ├── DecodeError            bytes that are not a usable image
     │   ├── EmptyImage         zero bytes
     │   ├── NotAnImage         no known image signature
@@ -43,6 +44,10 @@ class StorageError(SegbatchError):
 
 class ObjectNotFound(StorageError):
     kind = "not_found"
+
+
+class ObjectTooLarge(StorageError):
+    kind = "too_large"
 
 
 class DecodeError(SegbatchError):

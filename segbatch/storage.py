@@ -16,7 +16,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from segbatch import defaults
-from segbatch.errors import ConfigError, ObjectNotFound, StorageError
+from segbatch.errors import ConfigError, ObjectNotFound, ObjectTooLarge, StorageError
 from segbatch.s3 import make_s3_client, translate_s3_error
 from segbatch.uris import S3Location, is_s3_uri, local_path, parse_s3_uri
 
@@ -33,23 +33,30 @@ class StoredObject:
     size_bytes: int
 
 
-def read_object(uri: str, *, client: Any | None = None) -> StoredObject:
+def read_object(
+    uri: str,
+    *,
+    client: Any | None = None,
+    max_bytes: int = defaults.MAX_OBJECT_BYTES,
+) -> StoredObject:
     """The whole content of the object or local file ``uri`` names.
 
     Args:
         uri: ``s3://bucket/key``, ``file:///abs/path`` or a bare local path.
         client: the S3 client to use; one is made from the environment when
             omitted (pass one to reuse its connections).
+        max_bytes: larger objects are refused from their stated size, unread.
 
     Raises:
         ObjectNotFound: no object or file by that name.
+        ObjectTooLarge: the object is larger than ``max_bytes``.
         StorageError: anything else that stops the read.
     """
     if is_s3_uri(uri):
         location = _s3_location(uri)
         client = make_s3_client() if client is None else client
-        return _read_s3(uri, location, client)
-    return _read_local(uri)
+        return _read_s3(uri, location, client, max_bytes)
+    return _read_local(uri, max_bytes)
 
 
 def read_objects(
@@ -90,9 +97,12 @@ def _s3_location(uri: str) -> S3Location:
     return location
 
 
-def _read_s3(uri: str, location: S3Location, client: Any) -> StoredObject:
+def _read_s3(
+    uri: str, location: S3Location, client: Any, max_bytes: int
+) -> StoredObject:
     try:
         response = client.get_object(Bucket=location.bucket, Key=location.key)
+        _check_size(uri, response.get("ContentLength", 0), max_bytes, response)
         data = response["Body"].read()
     except (ClientError, BotoCoreError) as exc:
         raise translate_s3_error(exc, location, "read") from exc
@@ -106,13 +116,27 @@ def _read_s3(uri: str, location: S3Location, client: Any) -> StoredObject:
     )
 
 
-def _read_local(uri: str) -> StoredObject:
+def _check_size(
+    uri: str, size_bytes: int, max_bytes: int, response: Any | None = None
+) -> None:
+    if size_bytes <= max_bytes:
+        return
+    if response is not None:
+        response["Body"].close()
+    raise ObjectTooLarge(
+        f"cannot read {uri}: it is {size_bytes} bytes, over the limit of "
+        f"{max_bytes} bytes (SEGBATCH_MAX_OBJECT_BYTES); refused unread"
+    )
+
+
+def _read_local(uri: str, max_bytes: int) -> StoredObject:
     try:
         path = local_path(uri)
     except ConfigError as exc:
         raise StorageError(f"cannot read {uri!r}: {exc}") from exc
 
     try:
+        _check_size(uri, path.stat().st_size, max_bytes)
         data = path.read_bytes()
     except FileNotFoundError as exc:
         raise ObjectNotFound(f"cannot read {uri}: no such file") from exc

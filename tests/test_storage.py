@@ -16,7 +16,7 @@ from botocore.exceptions import (
 )
 
 from segbatch.config import Settings
-from segbatch.errors import ObjectNotFound, StorageError
+from segbatch.errors import ObjectNotFound, ObjectTooLarge, StorageError
 from segbatch.s3 import make_s3_client, translate_s3_error
 from segbatch.storage import StoredObject, read_object, read_objects
 from segbatch.uris import S3Location, file_uri
@@ -196,3 +196,24 @@ def test_an_unreadable_uri_raises_a_storage_error_naming_it(
 
     assert type(caught.value) is expected_type
     assert expected_words in str(caught.value)
+
+
+@pytest.mark.parametrize("where", ["s3", "local"])
+def test_an_object_over_the_size_limit_is_refused_unread(
+    where, s3_client, s3_bucket, tmp_path
+):
+    if where == "s3":
+        uri = f"s3://{s3_bucket}/big one.jpg"
+        s3_client.put_object(Bucket=s3_bucket, Key="big one.jpg", Body=b"x" * 2048)
+    else:
+        path = tmp_path / "big one.jpg"
+        path.write_bytes(b"x" * 2048)
+        uri = f"file://{path}"
+
+    with pytest.raises(ObjectTooLarge) as raised:
+        read_object(uri, client=s3_client, max_bytes=1024)
+
+    assert uri in str(raised.value)
+    assert "2048 bytes" in str(raised.value)
+    assert "1024 bytes" in str(raised.value)
+    assert read_object(uri, client=s3_client, max_bytes=2048).size_bytes == 2048

@@ -83,7 +83,11 @@ class BatchProcessor:
         result = ImageResult(uri=uri)
         try:
             started = time.perf_counter()
-            stored = read_object(uri, client=self.s3_client)
+            stored = read_object(
+                uri,
+                client=self.s3_client,
+                max_bytes=self.settings.max_object_bytes,
+            )
             result.etag, result.size_bytes = stored.etag, stored.size_bytes
             fetched = time.perf_counter()
 
