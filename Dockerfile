@@ -31,14 +31,6 @@ COPY models/ models/
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install .
 
-# Every model version folder (one that holds a metadata.json) goes to one place
-# that SEGBATCH_MODELS_DIR names, with all of its artifacts, whatever the package
-# data of the wheel includes.
-RUN mkdir -p /opt/segbatch/models \
-    && cd models \
-    && find . -mindepth 3 -maxdepth 3 -name metadata.json -printf '%h\n' \
-       | xargs -r -I{} cp -r --parents {} /opt/segbatch/models/
-
 
 FROM ${PYTHON_IMAGE} AS runtime
 
@@ -47,12 +39,10 @@ RUN groupadd --system --gid 10001 segbatch \
        --home-dir /home/segbatch --create-home --shell /usr/sbin/nologin segbatch
 
 COPY --from=build /opt/venv /opt/venv
-COPY --from=build /opt/segbatch/models /opt/segbatch/models
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    SEGBATCH_MODELS_DIR=/opt/segbatch/models \
     OMP_NUM_THREADS=1 \
     OPENBLAS_NUM_THREADS=1 \
     MKL_NUM_THREADS=1

@@ -28,9 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segbatch import defaults
+from segbatch import models as _models_package
 from segbatch.errors import ConfigError
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+# The model versions shipped with the package (the top-level models/ folder).
+MODELS_DIR = Path(_models_package.__file__).resolve().parent
 
 
 @dataclass(frozen=True)

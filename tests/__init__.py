@@ -1,0 +1,1 @@
+"""The segbatch test suite."""
