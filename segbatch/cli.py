@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -171,6 +172,34 @@ def status(
     sessions = session_factory(make_engine(settings.database_url))
     with sessions() as session:
         _print_summary(store.job_summary(session, job_id))
+
+
+@app.command()
+def draw(
+    image: Annotated[Path, typer.Argument(help="An image file.", exists=True)],
+    out: Annotated[Path, typer.Option(help="Where to write the PNG.")],
+    model: Model = None,
+) -> None:
+    """Segment one image and write it with its masks, boxes and labels drawn."""
+    import cv2
+
+    from segbatch.draw import draw_detections
+    from segbatch.models import registry
+    from segbatch.workers.decode import decode_image
+    from segbatch.workers.model import SegmentationModel
+
+    settings = _settings(model=model)
+    image_rgb = decode_image(
+        image.read_bytes(), name=str(image), max_pixels=settings.max_image_pixels
+    )
+    segmenter = SegmentationModel.load(
+        registry.resolve(settings.model, settings.models_dir)
+    )
+    (detections,) = segmenter.segment([image_rgb], confidence=settings.confidence)
+    drawn = draw_detections(image_rgb, detections)
+    if not cv2.imwrite(str(out), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)):
+        raise typer.BadParameter(f"cannot write {out}")
+    console.print(f"{len(detections)} detections drawn to {out}")
 
 
 @db_app.command("upgrade")
