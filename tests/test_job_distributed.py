@@ -25,7 +25,7 @@ from segbatch.workers.embedded import run_embedded
 from tests.support.cases import CASES, CASES_DIR, REPO, demo_images
 from tests.support.jobs import (
     assert_detection_is_consistent,
-    detection_signature,
+    assert_same_detections,
     images_of_job,
     wait_for_job,
 )
@@ -148,17 +148,16 @@ def test_a_job_goes_from_s3_through_redis_and_a_worker_into_postgres(
         session_factory(make_engine(settings.database_url)), embedded.job_id
     )
     expected = {
-        Path(uri).stem: [detection_signature(d) for d in image.detections]
-        for uri, image in embedded_rows.items()
+        Path(uri).stem: image.detections for uri, image in embedded_rows.items()
     }
-    assert sum(len(signatures) for signatures in expected.values()) > 0
+    assert sum(len(detections) for detections in expected.values()) > 0
 
     for key, path in uploads.items():
         image = stored[f"s3://{s3_bucket}/{key}"]
         if path.parent == CASES_DIR:
             continue
         assert image.state == "done", image.failure_message
-        assert [detection_signature(d) for d in image.detections] == expected[path.stem]
+        assert_same_detections(image.detections, expected[path.stem], key)
         for detection in image.detections:
             assert_detection_is_consistent(detection, (image.width, image.height))
 
@@ -204,7 +203,5 @@ def test_a_second_run_skips_done_images_and_force_leaves_one_set_of_rows(
 
     assert set(after) == set(before)
     for uri, image in after.items():
-        assert [detection_signature(d) for d in image.detections] == [
-            detection_signature(d) for d in before[uri].detections
-        ]
+        assert_same_detections(image.detections, before[uri].detections, uri)
         assert len({d.id for d in image.detections}) == len(before[uri].detections)

@@ -14,7 +14,7 @@ from segbatch.workers.embedded import run_embedded
 from tests.support.cases import CASES, CASES_DIR, REPO, demo_images
 from tests.support.jobs import (
     assert_detection_is_consistent,
-    detection_signature,
+    assert_same_detections,
     images_of_job,
 )
 
@@ -68,19 +68,17 @@ def test_the_embedded_mode_records_every_image_with_its_outcome(archive, tmp_pat
 
 
 def test_one_process_and_two_processes_give_the_same_rows(archive, tmp_path):
-    results = []
+    runs = []
     for processes in (1, 2):
         url = f"sqlite:///{tmp_path / f'{processes}.sqlite'}"
         settings = load_settings().replace(database_url=url, batch_size=4)
         summary = run_embedded(str(archive / "demo"), settings, processes=processes)
-        stored = images_of_job(session_factory(make_engine(url)), summary.job_id)
-        results.append(
-            {
-                uri: [detection_signature(d) for d in i.detections]
-                for uri, i in stored.items()
-            }
-        )
-    assert results[0] == results[1]
+        runs.append(images_of_job(session_factory(make_engine(url)), summary.job_id))
+
+    one, two = runs
+    assert set(one) == set(two)
+    for uri, image in one.items():
+        assert_same_detections(two[uri].detections, image.detections, uri)
 
 
 def test_running_again_skips_what_is_done_and_force_rewrites_the_same_rows(
@@ -98,9 +96,9 @@ def test_running_again_skips_what_is_done_and_force_rewrites_the_same_rows(
     forced = run_embedded(str(archive / "demo"), settings, force=True)
     after = images_of_job(sessions, forced.job_id)
     assert forced.done == first.done
-    assert {
-        u: [detection_signature(d) for d in i.detections] for u, i in after.items()
-    } == {u: [detection_signature(d) for d in i.detections] for u, i in before.items()}
+    assert set(after) == set(before)
+    for uri, image in after.items():
+        assert_same_detections(image.detections, before[uri].detections, uri)
 
 
 def test_the_readme_command_processes_the_demo_images(tmp_path):

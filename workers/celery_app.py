@@ -36,7 +36,6 @@ def make_celery(settings: Settings) -> Celery:
         # must outlast the longest task.
         broker_transport_options={"visibility_timeout": defaults.VISIBILITY_TIMEOUT_S},
         broker_connection_retry_on_startup=True,
-        worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )
     return app

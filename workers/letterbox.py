@@ -151,7 +151,7 @@ class Letterboxer:
             region[...] = image_rgb
         else:
             resized = cv2.resize(
-                image_rgb,
+                np.ascontiguousarray(image_rgb),  # OpenCV needs positive strides
                 (resized_w, resized_h),
                 dst=region,
                 interpolation=cv2.INTER_LINEAR,

@@ -182,6 +182,9 @@ def postprocess(
             f"mask coefficients, anchors), got {prediction_ca.shape}"
         )
 
+    if not 0 < mask_threshold < 1:
+        raise ValueError(f"expected a mask threshold in (0, 1), got {mask_threshold}")
+
     candidates = select_candidates(prediction_ca, num_classes, confidence)
     kept = class_aware_nms(
         candidates.boxes_xyxy, candidates.scores, candidates.class_ids, iou, max_det
@@ -264,12 +267,17 @@ def _blend_columns(values: np.ndarray, taps_x: _Taps) -> np.ndarray:
     )
 
 
-def _blend_rows(by_column: np.ndarray, taps_y: _Taps) -> np.ndarray:
-    """Resample the rows; columns first, then rows, is the order PyTorch's kernel
-    adds the products in, so the sums round alike."""
-    return by_column[taps_y.low] * taps_y.weight_low[:, None] + (
-        by_column[taps_y.high] * taps_y.weight_high[:, None]
-    )
+def _blend_rows(
+    by_column: np.ndarray, taps_y: _Taps, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Resample the rows, into ``out`` when given; columns first, then rows, is the
+    order PyTorch's kernel adds the products in, so the sums round alike."""
+    low = np.take(by_column, taps_y.low, axis=0, out=None if out is None else out[0])
+    high = np.take(by_column, taps_y.high, axis=0, out=None if out is None else out[1])
+    low *= taps_y.weight_low[:, None]
+    high *= taps_y.weight_high[:, None]
+    low += high
+    return low
 
 
 def _shift(taps: _Taps, origin: int) -> _Taps:
@@ -363,11 +371,13 @@ def _source_mask(
 
     by_column = _blend_columns(values, taps_x)
     mask = np.empty((out_row1 - out_row0, out_col1 - out_col0), bool)
-    chunk_rows = max(1, defaults.MASK_CHUNK_PIXELS // mask.shape[1])
+    chunk_rows = min(mask.shape[0], max(1, defaults.MASK_CHUNK_PIXELS // mask.shape[1]))
+    scratch = np.empty((2, chunk_rows, mask.shape[1]), np.float32)
     for start in range(0, mask.shape[0], chunk_rows):
         rows = slice(start, start + chunk_rows)
-        resampled = _blend_rows(by_column, taps_y[rows])
-        mask[rows] = resampled > _RESAMPLED_MASK_THRESHOLD
+        count = len(range(*rows.indices(mask.shape[0])))
+        resampled = _blend_rows(by_column, taps_y[rows], scratch[:, :count])
+        np.greater(resampled, _RESAMPLED_MASK_THRESHOLD, out=mask[rows])
     return MaskCrop(mask, (out_col0, out_row0))
 
 
