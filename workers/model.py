@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import queue
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -149,13 +149,17 @@ class SegmentationModel:
 
     def segment(
         self,
-        images_rgb: Sequence[np.ndarray],
+        images_rgb: Iterable[np.ndarray],
         *,
         confidence: float = defaults.CONFIDENCE_THRESHOLD,
         iou: float = defaults.IOU_THRESHOLD,
         max_det: int = defaults.MAX_DETECTIONS,
     ) -> list[list[Detection]]:
         """Detections with polygons for each ``(H, W, 3)`` uint8 RGB image.
+
+        ``images_rgb`` may be a generator: each image is letterboxed and released
+        as soon as it is taken, so a caller that decodes lazily never holds more
+        than a few full-size images.
 
         Raises:
             InferenceError: OpenVINO failed while running the model.
@@ -170,7 +174,7 @@ class SegmentationModel:
 
     def segment_masks(
         self,
-        images_rgb: Sequence[np.ndarray],
+        images_rgb: Iterable[np.ndarray],
         *,
         confidence: float = defaults.CONFIDENCE_THRESHOLD,
         iou: float = defaults.IOU_THRESHOLD,
@@ -187,7 +191,7 @@ class SegmentationModel:
 
     def _run(
         self,
-        images_rgb: Sequence[np.ndarray],
+        images_rgb: Iterable[np.ndarray],
         finish: Callable[[Segmentation], _Result],
         *,
         confidence: float,
@@ -217,8 +221,10 @@ class SegmentationModel:
             )
             results[finished.index] = finish(segmentation)
 
+        count = 0
         try:
             for index, image_rgb in enumerate(images_rgb):
+                count = index + 1
                 tensor, geometry = self._letterboxer(image_rgb)
                 self._start(tensor, (index, geometry))
                 while not self._finished.empty():
@@ -230,7 +236,7 @@ class SegmentationModel:
             self._abandon()
             raise
 
-        missing = [index for index in range(len(images_rgb)) if index not in results]
+        missing = [index for index in range(count) if index not in results]
         if missing:
             raise InferenceError(
                 f"model {self.ref} returned no output for images {missing} of the batch"
@@ -240,7 +246,7 @@ class SegmentationModel:
             len(results),
             1e3 * (time.perf_counter() - started),
         )
-        return [results[index] for index in range(len(images_rgb))]
+        return [results[index] for index in range(count)]
 
     def _start(
         self, tensor: np.ndarray, userdata: tuple[int, LetterboxGeometry]

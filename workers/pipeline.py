@@ -2,10 +2,12 @@
 
 The same code runs in a Celery worker process and in an embedded-mode process:
 
-1. fetch and decode every image concurrently (threads: boto3 and Pillow release
-   the GIL while they wait or decode);
-2. segment the decoded images together, so OpenVINO's parallel infer requests are
-   kept busy;
+1. fetch and decode the images concurrently (threads: boto3, Pillow and OpenCV
+   release the GIL while they wait or decode), at most ``fetch_concurrency`` at a
+   time, so a worker never holds more than that many full-size images;
+2. stream each decoded image into the model as soon as it is ready: it is
+   letterboxed, released, and inferred while the next ones load, OpenVINO's
+   parallel infer requests kept busy;
 3. give each URI a result: its detections, or the reason it failed.
 
 A bad image fails alone: its error becomes the result's ``failure_kind`` and
@@ -16,9 +18,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -59,25 +63,38 @@ class BatchProcessor:
         """Results in the order of ``uris`` (a URI given twice is processed once)."""
         unique = list(dict.fromkeys(uris))
         started = time.perf_counter()
+        loaded: list[_Loaded] = []
 
-        loaded = list(self._pool.map(self._load, unique))
-        images = [item for item in loaded if item.image_rgb is not None]
-        loaded_at = time.perf_counter()
+        def images() -> Iterator[np.ndarray]:
+            for item in self._loads(unique):
+                loaded.append(item)
+                if item.image_rgb is not None:
+                    image_rgb, item.image_rgb = item.image_rgb, None
+                    yield image_rgb
 
-        if images:
-            self._segment(images)
-        finished = time.perf_counter()
-
+        self._segment(images(), loaded)
         failed = sum(1 for item in loaded if not item.result.ok)
         logger.info(
-            "batch of %d: %d segmented, %d failed, load %.0f ms, segment %.0f ms",
+            "batch of %d: %d segmented, %d failed in %.0f ms",
             len(unique),
             len(unique) - failed,
             failed,
-            (loaded_at - started) * 1000,
-            (finished - loaded_at) * 1000,
+            (time.perf_counter() - started) * 1000,
         )
         return [item.result for item in loaded]
+
+    def _loads(self, uris: Sequence[str]) -> Iterator[_Loaded]:
+        """Load ``uris`` in order, with at most ``fetch_concurrency`` in flight."""
+        remaining = iter(uris)
+        window: deque[Future[_Loaded]] = deque(
+            self._pool.submit(self._load, uri)
+            for uri in islice(remaining, self.settings.fetch_concurrency)
+        )
+        while window:
+            item = window.popleft().result()
+            for uri in islice(remaining, 1):
+                window.append(self._pool.submit(self._load, uri))
+            yield item
 
     def _load(self, uri: str) -> _Loaded:
         result = ImageResult(uri=uri)
@@ -103,23 +120,24 @@ class BatchProcessor:
             _fail(result, exc)
             return _Loaded(result, None)
 
-    def _segment(self, images: list[_Loaded]) -> None:
+    def _segment(self, images: Iterator[np.ndarray], loaded: list[_Loaded]) -> None:
+        """Segment the images as they load; ``loaded`` fills as they are taken."""
         started = time.perf_counter()
         try:
-            detections = self.model.segment(
-                [item.image_rgb for item in images if item.image_rgb is not None],
-                confidence=self.settings.confidence,
-            )
+            detections = self.model.segment(images, confidence=self.settings.confidence)
         except SegbatchError as exc:
-            for item in images:
-                _fail(item.result, exc)
+            for _ in images:  # the rest still gets its fetch and decode outcome
+                pass
+            for item in loaded:
+                if item.result.ok:
+                    _fail(item.result, exc)
             return
 
-        per_image_ms = (time.perf_counter() - started) * 1000 / len(images)
-        for item, found in zip(images, detections, strict=True):
+        segmented = [item for item in loaded if item.result.ok]
+        per_image_ms = (time.perf_counter() - started) * 1000 / max(len(segmented), 1)
+        for item, found in zip(segmented, detections, strict=True):
             item.result.detections = found
             item.result.timings_ms["segment"] = per_image_ms
-            item.image_rgb = None
 
 
 def _fail(result: ImageResult, exc: SegbatchError) -> None:
