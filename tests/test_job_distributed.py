@@ -122,6 +122,7 @@ def _upload_job(s3_client, bucket: str) -> dict[str, Path]:
 def test_a_job_goes_from_s3_through_redis_and_a_worker_into_postgres(
     s3_client, s3_bucket, service_env, celery_worker, tmp_path
 ):
+    worker_log = tmp_path / "worker.log"
     uploads = _upload_job(s3_client, s3_bucket)
     assert len(demo_images()) >= 10
 
@@ -175,6 +176,9 @@ def test_a_job_goes_from_s3_through_redis_and_a_worker_into_postgres(
             assert (image.width, image.height) == case.size_wh
 
     assert celery_worker.poll() is None, "the worker died during the job"
+    log = worker_log.read_text(errors="replace")
+    ready = [line for line in log.splitlines() if "ready with" in line]
+    assert ready and all("ForkPoolWorker" in line for line in ready), ready
 
 
 def test_a_second_run_skips_done_images_and_force_leaves_one_set_of_rows(
