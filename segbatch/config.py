@@ -90,9 +90,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
 
 def _validate(settings: Settings) -> None:
-    positive = ("batch_size", "max_queued_batches", "max_image_pixels")
-    positive += ("max_object_bytes",)
-    for field in (*positive, "fetch_concurrency"):
+    positive = (
+        "batch_size",
+        "max_queued_batches",
+        "max_image_pixels",
+        "max_object_bytes",
+        "fetch_concurrency",
+    )
+    for field in positive:
         if getattr(settings, field) < 1:
             raise ConfigError(
                 f"{field} must be at least 1, got {getattr(settings, field)}"
