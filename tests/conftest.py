@@ -175,3 +175,35 @@ def db_sessions(database_url):
 
 
 # --- end of databases -----------------------------------------------------------------
+
+
+# --- Model toolchain: the published default model and generated labelled images ------
+
+
+@pytest.fixture(scope="session")
+def published_model():
+    """The default model version (``defaults.DEFAULT_MODEL``), its checksums verified.
+
+    ``SEGBATCH_MODELS_DIR`` points at another folder of versions.
+    """
+    from segbatch import defaults
+    from segbatch.config import load_settings
+    from segbatch.models import registry
+
+    model = registry.resolve(defaults.DEFAULT_MODEL, load_settings().models_dir)
+    registry.verify(model)
+    return model
+
+
+@pytest.fixture(scope="session")
+def generated_val_split(tmp_path_factory):
+    """The folder of a dataset whose ``val`` split holds the first 8 validation
+    images of the default seed (those the default model is evaluated on)."""
+    from segbatch.models.toolchain.dataset import write_dataset
+
+    root = tmp_path_factory.mktemp("shapes-val")
+    write_dataset(root, train_count=0, val_count=8)
+    return root
+
+
+# --- end of model toolchain -----------------------------------------------------------

@@ -56,9 +56,19 @@ def measure_throughput(
         fps=fps,
         duration_s=duration_s,
         device=device,
-        cpu=platform.processor() or platform.machine(),
+        cpu=_device_name(device),
         cpu_count=os.cpu_count() or 1,
     )
+
+
+def _device_name(device: str) -> str:
+    """The full name OpenVINO gives the device (the CPU model for ``CPU``)."""
+    import openvino as ov
+
+    try:
+        return str(ov.Core().get_property(device, "FULL_DEVICE_NAME"))
+    except RuntimeError:
+        return platform.processor() or platform.machine()
 
 
 def _run_benchmark_app(
@@ -98,4 +108,8 @@ def _benchmark_app_command() -> list[str]:
     script = Path(sys.executable).parent / "benchmark_app"
     if script.is_file():
         return [str(script)]
-    return [sys.executable, "-c", "from openvino.tools.benchmark.main import main; main()"]
+    return [
+        sys.executable,
+        "-c",
+        "from openvino.tools.benchmark.main import main; main()",
+    ]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,13 +74,17 @@ class GroundTruth:
 
     def subset(self, count: int) -> GroundTruth:
         """The first ``count`` images and their annotations."""
-        images = self.images[:count]
-        kept = {image.image_id for image in images}
+        return self.select(image.image_id for image in self.images[:count])
+
+    def select(self, image_ids: Iterable[int]) -> GroundTruth:
+        """The images of ``image_ids`` and their annotations."""
+        kept = set(image_ids)
         dataset = dict(self.dataset)
         dataset["images"] = [i for i in self.dataset["images"] if i["id"] in kept]
         dataset["annotations"] = [
             a for a in self.dataset["annotations"] if a["image_id"] in kept
         ]
+        images = [image for image in self.images if image.image_id in kept]
         return GroundTruth(self.class_names, images, dataset)
 
 
@@ -105,7 +109,9 @@ def read_yolo_split(
     class_names = read_class_names(data_dir)
     images_dir = data_dir / "images" / split
     labels_dir = data_dir / "labels" / split
-    paths = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = sorted(
+        p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+    )
     if not paths:
         raise ValueError(f"expected images in {images_dir}, found none")
     if limit is not None:
@@ -131,15 +137,21 @@ def read_yolo_split(
 
     dataset = {
         "images": [
-            {"id": i.image_id, "file_name": i.path.name, "width": i.size_wh[0],
-             "height": i.size_wh[1]}
+            {
+                "id": i.image_id,
+                "file_name": i.path.name,
+                "width": i.size_wh[0],
+                "height": i.size_wh[1],
+            }
             for i in images
         ],
         "annotations": annotations,
         "categories": [{"id": i, "name": n} for i, n in enumerate(class_names)],
     }
     logger.info(
-        "read %d images and %d instances from %s", len(images), len(annotations),
+        "read %d images and %d instances from %s",
+        len(images),
+        len(annotations),
         images_dir,
     )
     return GroundTruth(class_names, images, dataset)
@@ -194,7 +206,9 @@ def rle_area_and_box(rle: Mapping[str, Any]) -> tuple[int, list[float]]:
     """The pixel area and the ``[x, y, w, h]`` box of an RLE mask."""
     from faster_coco_eval.core import mask as mask_util
 
-    return int(mask_util.area(dict(rle))), [float(v) for v in mask_util.toBbox(dict(rle))]
+    return int(mask_util.area(dict(rle))), [
+        float(v) for v in mask_util.toBbox(dict(rle))
+    ]
 
 
 def _annotation(
@@ -214,11 +228,15 @@ def _annotation(
 
 def ground_truth_as_predictions(truth: GroundTruth) -> dict[int, list[ScoredInstance]]:
     """Every ground truth instance as a prediction of score 1 (a perfect model)."""
-    predictions: dict[int, list[ScoredInstance]] = {i.image_id: [] for i in truth.images}
+    predictions: dict[int, list[ScoredInstance]] = {
+        i.image_id: [] for i in truth.images
+    }
     for ann in truth.dataset["annotations"]:
         x, y, w, h = ann["bbox"]
         predictions[ann["image_id"]].append(
-            ScoredInstance(ann["category_id"], 1.0, (x, y, x + w, y + h), ann["segmentation"])
+            ScoredInstance(
+                ann["category_id"], 1.0, (x, y, x + w, y + h), ann["segmentation"]
+            )
         )
     return predictions
 
@@ -244,7 +262,9 @@ def score(
     return figures
 
 
-def _result_entry(image_id: int, instance: ScoredInstance, family: str) -> dict[str, Any]:
+def _result_entry(
+    image_id: int, instance: ScoredInstance, family: str
+) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "image_id": image_id,
         "category_id": instance.class_id,
@@ -306,8 +326,11 @@ def _precision_recall(
 
             if family == "box":
                 found_regions: Any = np.array(
-                    [[x1, y1, x2 - x1, y2 - y1] for x1, y1, x2, y2 in
-                     (p.box_xyxy for p in found)], np.float64
+                    [
+                        [x1, y1, x2 - x1, y2 - y1]
+                        for x1, y1, x2, y2 in (p.box_xyxy for p in found)
+                    ],
+                    np.float64,
                 )
                 wanted_regions: Any = np.array([a["bbox"] for a in wanted], np.float64)
             else:

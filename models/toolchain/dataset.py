@@ -139,9 +139,7 @@ def _rotation(angle: float) -> np.ndarray:
     return np.array([[cos, -sin], [sin, cos]])
 
 
-def _texture(
-    size_wh: tuple[int, int], rng: np.random.Generator
-) -> np.ndarray:
+def _texture(size_wh: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     """A shaded colour fill: a random hue with a linear gradient and fine noise."""
     width, height = size_wh
     hsv = np.array([rng.uniform(0, 180), rng.uniform(90, 255), rng.uniform(110, 255)])
@@ -170,7 +168,8 @@ def _background(
     patch = source[y0 : y0 + crop_h, x0 : x0 + crop_w]
     if rng.random() < 0.5:
         patch = patch[:, ::-1]
-    image = cv2.resize(patch, size_wh, interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    image = cv2.resize(patch, size_wh, interpolation=cv2.INTER_LINEAR)
+    image = image.astype(np.float32)
     image = image * rng.uniform(0.7, 1.2) + rng.uniform(-20, 20)
     return np.clip(image, 0, 255)
 

@@ -5,7 +5,8 @@ The ONNX graph is made by Ultralytics' exporter (opset pinned, batch 1, a static
 ``openvino.convert_model`` reads it and ``openvino.save_model`` writes FP32 weights
 or weights compressed to FP16. Each IR folder also gets Ultralytics'
 ``metadata.yaml`` (the ONNX file's metadata, verbatim), so that
-``ultralytics.YOLO(ir_dir)`` can load it next to our own pipeline.
+Ultralytics can load it next to our own pipeline (through
+:func:`ultralytics_ir_dir`, since Ultralytics recognises an IR folder by its name).
 
 Torch and Ultralytics are imported inside :func:`export_onnx` only; turning an ONNX
 file into IR needs OpenVINO alone.
@@ -17,6 +18,8 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +48,8 @@ def export_all(
     opset: int = defaults.ONNX_OPSET,
     dynamic: bool = False,
 ) -> ExportedModel:
-    """Export ``weights`` to ``out_dir``/model.onnx, ``fp32/model.xml``, ``fp16/model.xml``."""
+    """Export ``weights`` to ``model.onnx``, ``fp32/model.xml`` and ``fp16/model.xml``
+    in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = export_onnx(
         weights, out_dir / "model.onnx", imgsz=imgsz, opset=opset, dynamic=dynamic
@@ -108,9 +112,7 @@ def onnx_to_ir(onnx_path: Path, ir_dir: Path, *, compress_to_fp16: bool) -> Path
     xml_path = ir_dir / IR_FILE
     ov.save_model(model, str(xml_path), compress_to_fp16=compress_to_fp16)
     write_ultralytics_metadata(onnx_path, ir_dir)
-    logger.info(
-        "wrote %s IR %s", "FP16" if compress_to_fp16 else "FP32", xml_path
-    )
+    logger.info("wrote %s IR %s", "FP16" if compress_to_fp16 else "FP32", xml_path)
     return xml_path
 
 
@@ -137,3 +139,16 @@ def write_ultralytics_metadata(onnx_path: Path, ir_dir: Path) -> Path:
 def ir_size_bytes(xml_path: Path) -> int:
     """The bytes of an IR on disk: its ``.xml`` and ``.bin`` together."""
     return xml_path.stat().st_size + xml_path.with_suffix(".bin").stat().st_size
+
+
+@contextmanager
+def ultralytics_ir_dir(ir_dir: Path) -> Iterator[Path]:
+    """A temporary link to ``ir_dir`` named as ``ultralytics.YOLO`` expects an IR.
+
+    Ultralytics tells formats apart by name and takes a folder for OpenVINO only
+    when its name ends in ``_openvino_model``.
+    """
+    with tempfile.TemporaryDirectory(prefix="segbatch-ir-") as scratch:
+        link = Path(scratch) / f"{ir_dir.name}_openvino_model"
+        link.symlink_to(ir_dir.resolve(), target_is_directory=True)
+        yield link

@@ -1,9 +1,10 @@
 """Predictions of each model variant on a labelled split, in one comparable form.
 
-OpenVINO IRs run through the workers' own steps (``decode_image``, the letterbox,
-``postprocess``) with a compiled model, so the figures are those of what the
-workers run, up to the masks: the final polygon simplification is left out. That
-path needs no torch. The PyTorch weights run through Ultralytics' ``predict`` with
+OpenVINO IRs run through the workers' own model, ``SegmentationModel`` (the same
+decoding, letterbox, compiled model settings and ``postprocess``), up to the masks:
+the final step of the workers, turning masks into simplified polygons, is left
+out, so the figures measure the model and not the polygon tolerance. That path
+needs no torch. The PyTorch weights run through Ultralytics' ``predict`` with
 ``retina_masks=True`` (masks at the original resolution), which is what a PyTorch
 user of the weights gets.
 
@@ -15,9 +16,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -28,6 +29,20 @@ from segbatch.models.toolchain.coco import GroundTruth, ScoredInstance, mask_to_
 logger = logging.getLogger(__name__)
 
 Predictions = dict[int, list[ScoredInstance]]
+IMAGES_PER_CALL = 8  # images handed to the model at once, to keep its requests busy
+
+
+class MaskSegmenter(Protocol):
+    """Anything that segments images into the workers' ``Segmentation`` results."""
+
+    def segment_masks(
+        self,
+        images_rgb: Sequence[np.ndarray],
+        *,
+        confidence: float,
+        iou: float,
+        max_det: int,
+    ) -> list[Any]: ...
 
 
 def load_rgb(path: Path) -> np.ndarray:
@@ -37,81 +52,73 @@ def load_rgb(path: Path) -> np.ndarray:
     return decode_image(path.read_bytes(), name=str(path))
 
 
-def compile_ir(xml_path: Path, device: str = "CPU") -> Any:
-    """Read and compile an OpenVINO IR for synchronous inference."""
-    import openvino as ov
+def load_ir(
+    xml_path: Path,
+    class_names: Sequence[str],
+    input_size_hw: tuple[int, int],
+    *,
+    label: str,
+) -> MaskSegmenter:
+    """The workers' ``SegmentationModel`` for an IR outside a published version.
 
-    try:
-        core = ov.Core()
-        return core.compile_model(core.read_model(str(xml_path)), device)
-    except RuntimeError as exc:
-        raise ModelError(f"cannot compile the OpenVINO IR {xml_path}: {exc}") from exc
+    ``input_size_hw`` is used where the IR's input is dynamic.
+    """
+    from segbatch.models.registry import ModelVersion
+    from segbatch.workers.model import SegmentationModel
+
+    build = ModelVersion(
+        name="build",
+        version=label,
+        path=xml_path.parent,
+        metadata={
+            "class_names": list(class_names),
+            "input_size_hw": list(input_size_hw),
+            "artifacts": {label: xml_path.name},
+        },
+    )
+    return SegmentationModel.load(build, precision=label, verify=False)
 
 
 class CompiledSegmenter:
-    """Runs one compiled YOLO segmentation IR on single images, as the workers do."""
+    """Letterbox, infer and decode with an already compiled IR, one image a request.
+
+    The steps are the workers' own; this exists for callers that are handed a
+    compiled model, as NNCF's accuracy control hands one to its validation.
+    """
 
     def __init__(self, compiled_model: Any, input_size_hw: tuple[int, int]) -> None:
         from segbatch.workers.letterbox import Letterboxer
 
-        self.compiled_model = compiled_model
         self.request = compiled_model.create_infer_request()
         self.letterboxer = Letterboxer(input_size_hw)
 
-    @classmethod
-    def from_ir(cls, xml_path: Path, input_size_hw: tuple[int, int] | None = None):
-        """Compile ``xml_path``; a static IR's own input size is used when not given."""
-        compiled = compile_ir(xml_path)
-        return cls(compiled, input_size_hw or static_input_size_hw(compiled))
-
-    def __call__(
+    def segment_masks(
         self,
-        image_rgb: np.ndarray,
+        images_rgb: Sequence[np.ndarray],
         *,
-        confidence: float = defaults.EVAL_CONFIDENCE,
-        max_det: int = defaults.EVAL_MAX_DETECTIONS,
-    ) -> list[ScoredInstance]:
+        confidence: float,
+        iou: float,
+        max_det: int,
+    ) -> list[Any]:
         from segbatch.workers.postprocess import postprocess
 
-        tensor_nchw, geometry = self.letterboxer(image_rgb)
-        outputs = self.request.infer({0: tensor_nchw})
-        prediction, protos = _split_outputs(list(outputs.values()))
-        num_classes = prediction.shape[1] - 4 - protos.shape[1]
-        segmentation = postprocess(
-            prediction[0],
-            protos[0],
-            geometry,
-            num_classes=num_classes,
-            confidence=confidence,
-            max_det=max_det,
-        )
-
-        size_hw = image_rgb.shape[:2]
-        return [
-            ScoredInstance(
-                class_id=int(class_id),
-                score=float(score),
-                box_xyxy=tuple(float(v) for v in box),  # type: ignore[arg-type]
-                mask_rle=mask_to_rle(crop.paste(size_hw)),
+        segmentations = []
+        for image_rgb in images_rgb:
+            tensor_nchw, geometry = self.letterboxer(image_rgb)
+            outputs = self.request.infer({0: tensor_nchw})
+            prediction, protos = _split_outputs(list(outputs.values()))
+            segmentations.append(
+                postprocess(
+                    prediction[0],
+                    protos[0],
+                    geometry,
+                    num_classes=prediction.shape[1] - 4 - protos.shape[1],
+                    confidence=confidence,
+                    iou=iou,
+                    max_det=max_det,
+                )
             )
-            for box, score, class_id, crop in zip(
-                segmentation.boxes_xyxy,
-                segmentation.scores,
-                segmentation.class_ids,
-                segmentation.masks,
-                strict=True,
-            )
-        ]
-
-
-def static_input_size_hw(compiled_model: Any) -> tuple[int, int]:
-    """The ``(H, W)`` of a compiled model's static ``1x3xHxW`` input."""
-    shape = compiled_model.input(0).get_partial_shape()
-    if shape.is_dynamic:
-        raise ModelError(
-            f"expected a static 1x3xHxW input, got {shape}; give the input size"
-        )
-    return int(shape[2].get_length()), int(shape[3].get_length())
+        return segmentations
 
 
 def _split_outputs(outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -127,23 +134,50 @@ def _split_outputs(outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def predict_openvino(
-    segmenter: CompiledSegmenter,
+    segmenter: MaskSegmenter,
     truth: GroundTruth,
     *,
     image_ids: Iterable[int] | None = None,
     confidence: float = defaults.EVAL_CONFIDENCE,
     max_det: int = defaults.EVAL_MAX_DETECTIONS,
 ) -> Predictions:
-    """Predictions of a compiled IR for the images of ``truth`` (or some of them)."""
+    """Predictions for the images of ``truth`` (or those of ``image_ids``)."""
     wanted = None if image_ids is None else set(image_ids)
+    images = [i for i in truth.images if wanted is None or i.image_id in wanted]
+
     predictions: Predictions = {}
-    for image in truth.images:
-        if wanted is not None and image.image_id not in wanted:
-            continue
-        predictions[image.image_id] = segmenter(
-            load_rgb(image.path), confidence=confidence, max_det=max_det
+    for start in range(0, len(images), IMAGES_PER_CALL):
+        chunk = images[start : start + IMAGES_PER_CALL]
+        images_rgb = [load_rgb(image.path) for image in chunk]
+        segmentations = segmenter.segment_masks(
+            images_rgb,
+            confidence=confidence,
+            iou=defaults.IOU_THRESHOLD,
+            max_det=max_det,
         )
+        for image, image_rgb, segmentation in zip(
+            chunk, images_rgb, segmentations, strict=True
+        ):
+            predictions[image.image_id] = _instances(segmentation, image_rgb.shape[:2])
     return predictions
+
+
+def _instances(segmentation: Any, size_hw: tuple[int, int]) -> list[ScoredInstance]:
+    return [
+        ScoredInstance(
+            class_id=int(class_id),
+            score=float(score),
+            box_xyxy=_box(box),
+            mask_rle=mask_to_rle(crop.paste(size_hw)),
+        )
+        for box, score, class_id, crop in zip(
+            segmentation.boxes_xyxy,
+            segmentation.scores,
+            segmentation.class_ids,
+            segmentation.masks,
+            strict=True,
+        )
+    ]
 
 
 def predict_pytorch(
@@ -186,10 +220,15 @@ def _ultralytics_instances(result: Any) -> list[ScoredInstance]:
         ScoredInstance(
             class_id=int(class_id),
             score=float(score),
-            box_xyxy=tuple(float(v) for v in box),  # type: ignore[arg-type]
+            box_xyxy=_box(box),
             mask_rle=mask_to_rle(mask),
         )
         for box, score, class_id, mask in zip(
             boxes_xyxy, scores, class_ids, masks_nhw, strict=True
         )
     ]
+
+
+def _box(values: Any) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = (float(v) for v in values)
+    return x1, y1, x2, y2

@@ -28,6 +28,7 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +41,7 @@ from segbatch.models.toolchain.export import (
     ULTRALYTICS_METADATA_FILE,
     ir_size_bytes,
 )
-from segbatch.models.toolchain.predict import (
-    CompiledSegmenter,
-    load_rgb,
-    predict_openvino,
-)
+from segbatch.models.toolchain.predict import CompiledSegmenter, predict_openvino
 
 logger = logging.getLogger(__name__)
 
@@ -79,11 +76,25 @@ def head_ignored_scope(model: Any) -> Any:
     return nncf.IgnoredScope(names=float_head_op_names(model))
 
 
+def _computes(op: Any) -> bool:
+    """Whether an op works on activations (not a constant, nor a conversion of one
+    such as an FP16 IR's weight decompression)."""
+    if op.get_type_name() in _SKIPPED_TYPES:
+        return False
+    return any(
+        value.get_node().get_type_name() != "Constant" for value in op.input_values()
+    )
+
+
 def float_head_op_names(model: Any) -> list[str]:
     """Names of the ops of the head's decoding tail, and the ops that use them to
     make a model output (the final concatenation)."""
-    ops = [op for op in model.get_ordered_ops() if op.get_type_name() not in _SKIPPED_TYPES]
-    indices = [int(m.group(1)) for op in ops if (m := _MODULE_NAME.match(op.get_friendly_name()))]
+    ops = [op for op in model.get_ordered_ops() if _computes(op)]
+    indices = [
+        int(m.group(1))
+        for op in ops
+        if (m := _MODULE_NAME.match(op.get_friendly_name()))
+    ]
     if not indices:
         raise ValueError(
             "expected op names like '/model.<index>/...' from an Ultralytics ONNX "
@@ -95,9 +106,9 @@ def float_head_op_names(model: Any) -> list[str]:
         op.get_friendly_name()
         for op in ops
         if op.get_friendly_name().startswith(head)
-        and not op.get_friendly_name().removeprefix(head).startswith(
-            _QUANTIZED_HEAD_BRANCHES
-        )
+        and not op.get_friendly_name()
+        .removeprefix(head)
+        .startswith(_QUANTIZED_HEAD_BRANCHES)
     ]
     tail = set(names)
     for op in ops:
@@ -121,31 +132,50 @@ def calibration_uris(source: str, count: int) -> list[str]:
     if not uris:
         raise ValueError(f"expected calibration images in {source!r}, found none")
     if len(uris) < count:
-        logger.warning("only %d calibration images in %s (%d asked)", len(uris), source, count)
+        logger.warning(
+            "only %d calibration images in %s (%d asked)", len(uris), source, count
+        )
     return uris
 
 
-def _letterboxed_uri(input_size_hw: tuple[int, int]):
+def letterboxed_input(uri: str, input_size_hw: tuple[int, int]) -> np.ndarray:
+    """The ``(1, 3, H, W)`` model input of the image at ``uri``, as workers make it."""
     from segbatch.storage import read_object
     from segbatch.workers.decode import decode_image
     from segbatch.workers.letterbox import letterbox
 
-    def transform(uri: str) -> np.ndarray:
-        image_rgb = decode_image(read_object(uri).data, name=uri)
-        tensor_nchw, _ = letterbox(image_rgb, input_size_hw)
-        return tensor_nchw
-
-    return transform
+    image_rgb = decode_image(read_object(uri).data, name=uri)
+    tensor_nchw, _ = letterbox(image_rgb, input_size_hw)
+    return tensor_nchw
 
 
 def _read_fp32(fp32_xml: Path) -> tuple[Any, tuple[int, int]]:
+    """The FP32 model and the ``(H, W)`` its calibration inputs are letterboxed to:
+    its static input size, or for a dynamic IR the export size in its metadata."""
     import openvino as ov
 
     model = ov.Core().read_model(str(fp32_xml))
     shape = model.input(0).get_partial_shape()
-    if shape.is_dynamic:
-        raise ValueError(f"expected a static 1x3xHxW input in {fp32_xml}, got {shape}")
-    return model, (int(shape[2].get_length()), int(shape[3].get_length()))
+    if not (shape[2].is_dynamic or shape[3].is_dynamic):
+        return model, (int(shape[2].get_length()), int(shape[3].get_length()))
+    return model, _exported_size_hw(fp32_xml.parent)
+
+
+def _exported_size_hw(ir_dir: Path) -> tuple[int, int]:
+    import ast
+
+    import yaml
+
+    metadata_path = ir_dir / ULTRALYTICS_METADATA_FILE
+    try:
+        imgsz = yaml.safe_load(metadata_path.read_text())["imgsz"]
+        height, width = ast.literal_eval(imgsz) if isinstance(imgsz, str) else imgsz
+    except (OSError, KeyError, ValueError, yaml.YAMLError) as exc:
+        raise ValueError(
+            f"the IR in {ir_dir} has a dynamic input; expected its export size "
+            f"as 'imgsz' in {metadata_path}: {exc}"
+        ) from exc
+    return int(height), int(width)
 
 
 def quantize_int8(
@@ -160,10 +190,14 @@ def quantize_int8(
 
     model, input_size_hw = _read_fp32(fp32_xml)
     uris = calibration_uris(calibration_source, subset_size)
-    calibration = nncf.Dataset(uris, _letterboxed_uri(input_size_hw))
+    calibration = nncf.Dataset(
+        uris, partial(letterboxed_input, input_size_hw=input_size_hw)
+    )
     ignored = float_head_op_names(model)
 
-    logger.info("quantizing %s on %d images from %s", fp32_xml, len(uris), calibration_source)
+    logger.info(
+        "quantizing %s on %d images from %s", fp32_xml, len(uris), calibration_source
+    )
     quantized = nncf.quantize(
         model,
         calibration,
@@ -197,7 +231,9 @@ def quantize_int8_with_accuracy_control(
 
     model, input_size_hw = _read_fp32(fp32_xml)
     uris = calibration_uris(calibration_source, subset_size)
-    calibration = nncf.Dataset(uris, _letterboxed_uri(input_size_hw))
+    calibration = nncf.Dataset(
+        uris, partial(letterboxed_input, input_size_hw=input_size_hw)
+    )
     validation_set = nncf.Dataset(
         [image.image_id for image in validation.images],
         _letterboxed_image_id(validation, input_size_hw),
@@ -208,10 +244,11 @@ def quantize_int8_with_accuracy_control(
         segmenter = CompiledSegmenter(compiled_model, input_size_hw)
         ids = list(image_ids)
         predictions = predict_openvino(segmenter, validation, image_ids=ids)
-        return score(_only(validation, ids), predictions)["mask"]["map50_95"]
+        return score(validation.select(ids), predictions)["mask"]["map50_95"]
 
     logger.info(
-        "quantizing %s with accuracy control (max drop %.2f mask mAP points on %d images)",
+        "quantizing %s with accuracy control: at most %.2f mask mAP points lost "
+        "on %d images",
         fp32_xml,
         max_drop_points,
         len(validation.images),
@@ -241,26 +278,12 @@ def quantize_int8_with_accuracy_control(
 
 
 def _letterboxed_image_id(truth: GroundTruth, input_size_hw: tuple[int, int]):
-    from segbatch.workers.letterbox import letterbox
-
-    paths = {image.image_id: image.path for image in truth.images}
+    uris = {image.image_id: str(image.path) for image in truth.images}
 
     def transform(image_id: int) -> np.ndarray:
-        tensor_nchw, _ = letterbox(load_rgb(paths[image_id]), input_size_hw)
-        return tensor_nchw
+        return letterboxed_input(uris[image_id], input_size_hw)
 
     return transform
-
-
-def _only(truth: GroundTruth, image_ids: list[int]) -> GroundTruth:
-    wanted = set(image_ids)
-    dataset = dict(truth.dataset)
-    dataset["images"] = [i for i in truth.dataset["images"] if i["id"] in wanted]
-    dataset["annotations"] = [
-        a for a in truth.dataset["annotations"] if a["image_id"] in wanted
-    ]
-    images = [image for image in truth.images if image.image_id in wanted]
-    return GroundTruth(truth.class_names, images, dataset)
 
 
 def _save(quantized: Any, fp32_xml: Path, out_dir: Path) -> Path:
