@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,11 +26,16 @@ from rich.progress import (
 
 from segbatch import defaults
 from segbatch.config import Settings
-from segbatch.errors import BrokerError
-from segbatch.producer.backpressure import wait_for_room
+from segbatch.errors import BrokerError, DatabaseError
+from segbatch.producer.backpressure import queue_depth, wait_for_room
 from segbatch.producer.batching import chunked
 from segbatch.producer.listing import iter_image_uris
-from segbatch.producer.planning import PlanCounts, SessionFactory, pending_batches
+from segbatch.producer.planning import (
+    PlanCounts,
+    SessionFactory,
+    pending_batches,
+    queue_batch,
+)
 from segbatch.schema import store
 
 logger = logging.getLogger(__name__)
@@ -65,9 +71,10 @@ def enqueue(
 
     Images already done for ``model_version_id`` are skipped unless ``force``.
     Before each batch the producer waits while the queue holds more than
-    ``settings.max_queued_batches`` messages. Images are recorded as queued
-    before their batch is sent, so a run stopped halfway is completed by running
-    it again.
+    ``settings.max_queued_batches`` messages; then the batch's images are
+    recorded as queued and it is sent. A run stopped halfway leaves a job whose
+    queued images were all sent, finished once they are done; running it again
+    queues the rest.
 
     Args:
         source: ``s3://bucket/prefix``, a local folder, an image or a manifest.
@@ -87,7 +94,8 @@ def enqueue(
 
     Raises:
         StorageError: the source cannot be listed.
-        BrokerError: the broker cannot be reached.
+        BrokerError: the broker cannot be reached. When that is so from the
+            start, as when the source cannot be listed, no job is recorded.
     """
     uris = (
         info.uri
@@ -96,15 +104,9 @@ def enqueue(
         )
     )
     pages = chunked(uris, defaults.ENQUEUE_PAGE_SIZE)
-    # Listing the first page before the job exists keeps an unlistable source
-    # (a missing bucket, a typo in a path) from leaving an empty job behind.
+    # The source is listed and the broker reached before the job exists, so that
+    # a missing bucket, a typo in a path or a broker that is down leaves no job.
     first_page: list[str] = next(pages, [])
-
-    with session_factory() as session:
-        job_id = store.create_job(
-            session, source=source, model_version_id=model_version_id
-        )
-    logger.info("Job %s: enqueuing images of %s", job_id, source)
 
     own_redis = redis_client is None
     broker_redis: Any = redis_client
@@ -112,32 +114,33 @@ def enqueue(
         broker_redis = redis.Redis.from_url(
             celery_app.conf.broker_url or settings.broker_url
         )
-    counts = PlanCounts()
     sender = _BatchSender(
         celery_app=celery_app,
         redis_client=broker_redis,
         queue_name=queue_name,
         max_queued_batches=settings.max_queued_batches,
         poll_interval_s=poll_interval_s,
-        args_head=[job_id, settings.model],
-        counts=counts,
+        model=settings.model,
     )
-
+    counts = PlanCounts()
     try:
-        with _progress_display(progress) as display:
-            task = display.add_task(f"job {job_id}", listed=0, queued=0, skipped=0)
-            for batch in pending_batches(
-                itertools.chain([first_page], pages),
-                session_factory=session_factory,
-                job_id=job_id,
-                model_version_id=model_version_id,
-                batch_size=settings.batch_size,
-                force=force,
-                counts=counts,
-            ):
-                sender.send(batch)
-                _show(display, task, counts)
-            _show(display, task, counts)
+        sender.check_broker()
+        with session_factory() as session:
+            job_id = store.create_job(
+                session, source=source, model_version_id=model_version_id
+            )
+        logger.info("Job %s: enqueuing images of %s", job_id, source)
+        _send_batches(
+            itertools.chain([first_page], pages),
+            sender,
+            session_factory=session_factory,
+            job_id=job_id,
+            model_version_id=model_version_id,
+            batch_size=settings.batch_size,
+            force=force,
+            counts=counts,
+            progress=progress,
+        )
     finally:
         if own_redis:
             broker_redis.close()
@@ -163,24 +166,78 @@ def enqueue(
     return report
 
 
+def _send_batches(
+    pages: Iterable[Sequence[str]],
+    sender: _BatchSender,
+    *,
+    session_factory: SessionFactory,
+    job_id: str,
+    model_version_id: int,
+    batch_size: int,
+    force: bool,
+    counts: PlanCounts,
+    progress: bool,
+) -> None:
+    """Send the pending images of ``pages`` in batches, each once there is room."""
+    batches = pending_batches(
+        pages,
+        session_factory=session_factory,
+        job_id=job_id,
+        model_version_id=model_version_id,
+        batch_size=batch_size,
+        force=force,
+        counts=counts,
+    )
+    try:
+        with _progress_display(progress) as display:
+            task = display.add_task(f"job {job_id}", listed=0, queued=0, skipped=0)
+            for batch in batches:
+                # Room first: a batch is recorded as queued only when it can be
+                # sent at once.
+                sender.wait_for_room()
+                queued = queue_batch(
+                    session_factory,
+                    job_id=job_id,
+                    model_version_id=model_version_id,
+                    batch=batch,
+                    force=force,
+                    counts=counts,
+                )
+                if queued:
+                    sender.send(job_id, queued)
+                _show(display, task, counts)
+            _show(display, task, counts)
+    except BaseException:
+        _report_stop(session_factory, job_id, counts)
+        raise
+
+
 @dataclass
 class _BatchSender:
-    """Sends batches by task name, each after waiting for room on the queue."""
+    """Sends batches by task name, once the queue has room for them."""
 
     celery_app: Any
     redis_client: Any
     queue_name: str
     max_queued_batches: int
     poll_interval_s: float
-    args_head: list[Any]
-    counts: PlanCounts
+    model: str
 
     def __post_init__(self) -> None:
         options = self.celery_app.conf.broker_transport_options or {}
         self.priority_steps = options.get("priority_steps", PRIORITY_STEPS)
         self.key_prefix = options.get("global_keyprefix", "")
 
-    def send(self, uris: list[str]) -> None:
+    def check_broker(self) -> None:
+        """Raise ``BrokerError`` unless the queue can be measured."""
+        queue_depth(
+            self.redis_client,
+            self.queue_name,
+            priority_steps=self.priority_steps,
+            key_prefix=self.key_prefix,
+        )
+
+    def wait_for_room(self) -> None:
         wait_for_room(
             self.redis_client,
             self.queue_name,
@@ -189,10 +246,12 @@ class _BatchSender:
             priority_steps=self.priority_steps,
             key_prefix=self.key_prefix,
         )
+
+    def send(self, job_id: str, uris: list[str]) -> None:
         try:
             self.celery_app.send_task(
                 defaults.SEGMENT_TASK_NAME,
-                args=[*self.args_head, uris],
+                args=[job_id, self.model, uris],
                 queue=self.queue_name,
             )
         except OperationalError as exc:
@@ -202,6 +261,27 @@ class _BatchSender:
             ) from exc
 
         logger.debug("Sent a batch of %d images to %r", len(uris), self.queue_name)
+
+
+def _report_stop(
+    session_factory: SessionFactory, job_id: str, counts: PlanCounts
+) -> None:
+    """Say how far a stopped job got, and finish it if nothing it sent is left.
+
+    The database may be what stopped it: a failure to reach it is only logged.
+    """
+    logger.warning(
+        "Job %s stopped after queueing %d of the %d images listed so far; "
+        "the same command queues the rest",
+        job_id,
+        counts.queued,
+        counts.listed,
+    )
+    try:
+        with session_factory() as session:
+            store.finish_if_drained(session, job_id)
+    except DatabaseError as exc:
+        logger.warning("Job %s could not be checked for completion: %s", job_id, exc)
 
 
 def _progress_display(enabled: bool) -> Progress:

@@ -1,9 +1,11 @@
-"""From listed URIs to batches of pending ones, recorded as queued on the way.
+"""From listed URIs to batches of pending ones, each recorded as queued as it leaves.
 
 Both the producer (which sends the batches to the broker) and the embedded mode
 (which hands them to local processes) plan a job this way: a page of listed URIs
-at a time, images already done for the model version skipped unless forced, the
-rest marked queued before any batch that holds them leaves.
+at a time is checked against the database, images already done for the model
+version are skipped unless forced, and the rest are cut into batches. A batch is
+recorded as queued only by :func:`queue_batch`, right before it leaves, so a run
+that stops halfway leaves no image recorded as queued that never left.
 """
 
 from __future__ import annotations
@@ -39,28 +41,72 @@ def pending_batches(
     force: bool,
     counts: PlanCounts,
 ) -> Iterator[list[str]]:
-    """Batches of ``batch_size`` pending URIs (the last may be short).
+    """Batches of ``batch_size`` URIs not done yet (the last may be short).
 
-    Batches stay full across pages. ``counts`` is updated as pages are recorded
-    and batches are yielded.
+    Batches stay full across pages. ``counts.listed`` and ``counts.skipped``
+    grow as pages are checked; nothing is recorded as queued here.
+
+    Raises:
+        ValueError: ``batch_size`` is below 1.
     """
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    return _pending_batches(
+        pages, session_factory, job_id, model_version_id, batch_size, force, counts
+    )
+
+
+def _pending_batches(
+    pages: Iterable[Sequence[str]],
+    session_factory: SessionFactory,
+    job_id: str,
+    model_version_id: int,
+    batch_size: int,
+    force: bool,
+    counts: PlanCounts,
+) -> Iterator[list[str]]:
     waiting: list[str] = []
     for page in pages:
-        waiting += record_page(
+        waiting += _select_page(
             session_factory, job_id, model_version_id, page, force, counts
         )
         while len(waiting) >= batch_size:
             batch, waiting = waiting[:batch_size], waiting[batch_size:]
-            counts.queued += len(batch)
-            counts.batches += 1
             yield batch
     if waiting:
-        counts.queued += len(waiting)
-        counts.batches += 1
         yield waiting
 
 
-def record_page(
+def queue_batch(
+    session_factory: SessionFactory,
+    *,
+    job_id: str,
+    model_version_id: int,
+    batch: Sequence[str],
+    force: bool,
+    counts: PlanCounts,
+) -> list[str]:
+    """Record ``batch`` as queued by the job; the URIs to hand out, in order.
+
+    Left out are the URIs the job has queued already (a manifest may list one
+    twice, pages apart) and those another job finished since the page was
+    checked. ``counts.queued`` and ``counts.batches`` grow by what is returned.
+    """
+    with session_factory() as session:
+        queued = store.mark_queued(
+            session,
+            job_id=job_id,
+            model_version_id=model_version_id,
+            uris=batch,
+            force=force,
+        )
+    if queued:
+        counts.queued += len(queued)
+        counts.batches += 1
+    return queued
+
+
+def _select_page(
     session_factory: SessionFactory,
     job_id: str,
     model_version_id: int,
@@ -68,9 +114,9 @@ def record_page(
     force: bool,
     counts: PlanCounts,
 ) -> list[str]:
-    """Mark a page of listed URIs queued; the ones to process, in listing order.
+    """The URIs of a page to process, in listing order; the done ones counted.
 
-    Each store call commits on its own; a URI listed twice in a page counts once.
+    A URI listed twice in a page counts once.
     """
     uris = unique_in_order(page)
     with session_factory() as session:
@@ -78,14 +124,6 @@ def record_page(
             pending = uris
         else:
             pending = store.select_pending(session, uris, model_version_id)
-        if pending:
-            store.mark_queued(
-                session,
-                job_id=job_id,
-                model_version_id=model_version_id,
-                uris=pending,
-                force=force,
-            )
         skipped = len(uris) - len(pending)
         if skipped:
             store.add_skipped(session, job_id, skipped)

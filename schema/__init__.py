@@ -10,6 +10,7 @@ from segbatch.schema.store import (
     finish_if_drained,
     job_summary,
     mark_queued,
+    model_version_of_job,
     record_results,
     select_pending,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "job_summary",
     "make_engine",
     "mark_queued",
+    "model_version_of_job",
     "record_results",
     "select_pending",
     "session_factory",

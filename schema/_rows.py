@@ -16,13 +16,17 @@ from typing import Any, Final
 
 from sqlalchemy import exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from segbatch.errors import DatabaseError
+from segbatch.errors import DatabaseError, DatabaseUnavailable
 from segbatch.schema.tables import Image, ImageState, Job, JobState, uri_sha256
 
 _URIS_NAMED_IN_ERRORS: Final = 3
+
+# SQLITE_BUSY and SQLITE_LOCKED, the primary result codes of a database that
+# another connection holds.
+_SQLITE_BUSY_CODES: Final = frozenset({5, 6})
 
 # The image states a job counts, each in the column of the same name.
 _COUNTED_STATES: Final = (ImageState.DONE, ImageState.FAILED)
@@ -32,14 +36,16 @@ _COUNTED_STATES: Final = (ImageState.DONE, ImageState.FAILED)
 def transaction(session: Session, failure: str) -> Iterator[None]:
     """Commit what the block did, or roll it back and raise ``DatabaseError``.
 
-    ``failure`` says what was being done; the database's reason is appended.
+    ``failure`` says what was being done; the database's reason is appended. A
+    failure that may pass (see :func:`_is_transient`) is ``DatabaseUnavailable``.
     """
     try:
         yield
         session.commit()
     except SQLAlchemyError as exc:
         session.rollback()
-        raise DatabaseError(f"{failure}: {_reason(exc)}") from exc
+        error = DatabaseUnavailable if _is_transient(exc) else DatabaseError
+        raise error(f"{failure}: {database_reason(exc)}") from exc
     except BaseException:
         session.rollback()
         raise
@@ -201,7 +207,24 @@ def finish_drained_jobs(session: Session, job_ids: set[str]) -> None:
     )
 
 
-def _reason(exc: SQLAlchemyError) -> str:
+def _is_transient(exc: SQLAlchemyError) -> bool:
+    """Whether the same transaction may succeed later.
+
+    Lost and refused connections, a server shutting down, deadlocks, lock
+    timeouts and serialisation failures are DB-API ``OperationalError`` on
+    PostgreSQL. SQLite raises that class for a missing table too, so there only
+    a busy or locked database counts.
+    """
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return False
+    sqlite_code = getattr(exc.orig, "sqlite_errorcode", None)
+    return sqlite_code is None or sqlite_code & 0xFF in _SQLITE_BUSY_CODES
+
+
+def database_reason(exc: SQLAlchemyError) -> str:
+    """The first line of what the database (or its driver) said."""
     cause = exc.orig if isinstance(exc, DBAPIError) else exc
     lines = str(cause).strip().splitlines()
     return lines[0] if lines else type(cause).__name__

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from segbatch import defaults
 from segbatch.errors import ConfigError, DatabaseError
+from segbatch.schema._rows import database_reason
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,11 @@ def upgrade(url: str) -> None:
             config = alembic_config()
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
-    except (SQLAlchemyError, CommandError) as exc:
+    except SQLAlchemyError as exc:
+        raise DatabaseError(
+            f"could not migrate the database {safe_url}: {database_reason(exc)}"
+        ) from exc
+    except CommandError as exc:
         raise DatabaseError(
             f"could not migrate the database {safe_url}: {exc}"
         ) from exc

@@ -59,6 +59,7 @@ __all__ = [
     "finish_if_drained",
     "job_summary",
     "mark_queued",
+    "model_version_of_job",
     "record_results",
     "select_pending",
 ]
@@ -164,13 +165,16 @@ def mark_queued(
     model_version_id: int,
     uris: Sequence[str],
     force: bool = False,
-) -> int:
-    """Record ``uris`` as queued by ``job_id``; returns how many now are.
+) -> list[str]:
+    """Record ``uris`` as queued by ``job_id``; the ones this call queued, in order.
 
-    A done image stays done unless ``force``. An image queued by another job, or
-    failed, passes to this job. ``jobs.queued`` grows by the images new to this
-    job; an image this job queues again moves from its done or failed count back
-    to pending. A job that queues anything is running again.
+    A done image stays done unless ``force``, and an image this job has queued
+    already stays as it is: neither is returned, so a caller sends only what is
+    returned. An image queued by another job, or failed, passes to this job; a
+    job left with no image queued by that is finished. ``jobs.queued`` grows by
+    the images new to this job; an image this job queues again moves from its
+    done or failed count back to pending. A job that queues anything is running
+    again.
     """
     failure = f"could not queue {name_uris(uris)} for job {job_id}"
     with transaction(session, failure):
@@ -178,10 +182,12 @@ def mark_queued(
             session, job_id=job_id, model_version_id=model_version_id, uris=uris
         )
         deltas = JobDeltas()
+        queued: set[str] = set()
         requeued = []
         for row in rows:
             if row.inserted:
                 deltas.queue(job_id)
+                queued.add(row.uri)
                 continue
             if row.state == ImageState.QUEUED and row.job_id == job_id:
                 continue
@@ -191,7 +197,8 @@ def mark_queued(
                 deltas.move(job_id, row.state, ImageState.QUEUED)
             else:
                 deltas.queue(job_id)
-            requeued.append(row.id)
+            queued.add(row.uri)
+            requeued.append(row)
 
         if requeued:
             queued_at = now_utc()
@@ -204,12 +211,14 @@ def mark_queued(
                 "failure_message": None,
                 "finished_at": None,
             }
-            session.execute(update(Image), [{"id": id_, **changes} for id_ in requeued])
+            session.execute(
+                update(Image), [{"id": row.id, **changes} for row in requeued]
+            )
 
-        count = sum(row.inserted for row in rows) + len(requeued)
-        deltas.write(session, reopen=job_id if count else None)
-    logger.debug("Job %s queued %s of %s images.", job_id, count, len(uris))
-    return count
+        deltas.write(session, reopen=job_id if queued else None)
+        finish_drained_jobs(session, {row.job_id for row in requeued} - {job_id})
+    logger.debug("Job %s queued %s of %s images.", job_id, len(queued), len(uris))
+    return [uri for uri in dict.fromkeys(uris) if uri in queued]
 
 
 def add_skipped(session: Session, job_id: str, count: int) -> None:
@@ -241,6 +250,17 @@ def finish_if_drained(session: Session, job_id: str) -> bool:
         if state is None:
             raise JobNotFound(f"expected a job with id {job_id!r}, found none")
     return state == JobState.FINISHED
+
+
+def model_version_of_job(session: Session, job_id: str) -> int:
+    """The id of the model version ``job_id`` runs."""
+    with transaction(session, f"could not look up job {job_id}"):
+        model_version_id = session.scalar(
+            select(Job.model_version_id).where(Job.id == job_id)
+        )
+        if model_version_id is None:
+            raise JobNotFound(f"expected a job with id {job_id!r}, found none")
+    return int(model_version_id)
 
 
 def job_summary(session: Session, job_id: str) -> JobSummary:

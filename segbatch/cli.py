@@ -34,14 +34,14 @@ Force = Annotated[
     bool, typer.Option("--force", help="Process images already done for this model.")
 ]
 BatchSize = Annotated[
-    int | None, typer.Option(help="Images per batch [env SEGBATCH_BATCH_SIZE].")
+    int | None, typer.Option(help="Images per batch (env SEGBATCH_BATCH_SIZE).")
 ]
 Model = Annotated[
-    str | None, typer.Option(help="Model as name/version [env SEGBATCH_MODEL].")
+    str | None, typer.Option(help="Model as name/version (env SEGBATCH_MODEL).")
 ]
 DatabaseUrl = Annotated[
     str | None,
-    typer.Option(help="SQLAlchemy URL of the results [env SEGBATCH_DATABASE_URL]."),
+    typer.Option(help="SQLAlchemy URL of the results (env SEGBATCH_DATABASE_URL)."),
 ]
 
 
@@ -70,7 +70,8 @@ def run(
     ],
     database_url: DatabaseUrl = None,
     processes: Annotated[
-        int, typer.Option(help="Local worker processes, each with its own model.")
+        int,
+        typer.Option(min=1, help="Local worker processes, each with its own model."),
     ] = 1,
     batch_size: BatchSize = None,
     model: Model = None,
@@ -98,7 +99,10 @@ def enqueue(
     batch_size: BatchSize = None,
     max_queued_batches: Annotated[
         int | None,
-        typer.Option(help="Wait while the queue holds more batches than this."),
+        typer.Option(
+            help="Wait while the queue holds more batches than this "
+            "(env SEGBATCH_MAX_QUEUED_BATCHES)."
+        ),
     ] = None,
     model: Model = None,
     progress: Annotated[bool, typer.Option(help="Show a progress display.")] = True,
@@ -143,6 +147,7 @@ def worker(
         int | None,
         typer.Option(
             envvar="SEGBATCH_WORKER_CONCURRENCY",
+            min=1,
             help="Worker processes, each with its own compiled model.",
         ),
     ] = None,

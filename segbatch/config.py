@@ -49,8 +49,15 @@ class Settings:
     confidence: float = defaults.CONFIDENCE_THRESHOLD
     s3_addressing_style: str = defaults.S3_ADDRESSING_STYLE
 
+    def __post_init__(self) -> None:
+        _validate(self)
+
     def replace(self, **changes: object) -> Settings:
-        """A copy with the given fields changed; ``None`` values are ignored."""
+        """A checked copy with the given fields changed; ``None`` values are ignored.
+
+        Raises:
+            ConfigError: a changed value is out of range.
+        """
         given = {key: value for key, value in changes.items() if value is not None}
         return dataclasses.replace(self, **given)  # type: ignore[arg-type]
 
@@ -68,6 +75,11 @@ _ENV_FIELDS = {
     "SEGBATCH_CONFIDENCE": ("confidence", float),
     "SEGBATCH_S3_ADDRESSING_STYLE": ("s3_addressing_style", str),
 }
+_VARIABLES = {field: variable for variable, (field, _) in _ENV_FIELDS.items()}
+_TYPE_NAMES = {str: "text", Path: "a path", int: "an integer", float: "a number"}
+
+# The producer measures the queue with redis-py, which reads these schemes only.
+_BROKER_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -82,11 +94,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[field] = parse(raw)
         except ValueError as exc:
             raise ConfigError(
-                f"{variable} must be a {parse.__name__}, got {raw!r}"
+                f"{variable} must be {_TYPE_NAMES[parse]}, got {raw!r}"
             ) from exc
-    settings = Settings(**values)  # type: ignore[arg-type]
-    _validate(settings)
-    return settings
+    return Settings(**values)  # type: ignore[arg-type]
 
 
 def _validate(settings: Settings) -> None:
@@ -100,14 +110,26 @@ def _validate(settings: Settings) -> None:
     for field in positive:
         if getattr(settings, field) < 1:
             raise ConfigError(
-                f"{field} must be at least 1, got {getattr(settings, field)}"
+                f"{_named(field)} must be at least 1, got {getattr(settings, field)}"
             )
     if not 0.0 <= settings.confidence <= 1.0:
         raise ConfigError(
-            f"confidence must be within [0, 1], got {settings.confidence}"
+            f"{_named('confidence')} must be within [0, 1], got {settings.confidence}"
+        )
+    if not settings.broker_url.startswith(_BROKER_SCHEMES):
+        url = settings.broker_url
+        scheme = url.partition("://")[0] if "://" in url else "<none>"
+        raise ConfigError(
+            f"{_named('broker_url')} must be a Redis URL (redis://, rediss:// or "
+            f"unix://), got one with scheme {scheme!r}"
         )
     if settings.s3_addressing_style not in ("path", "virtual", "auto"):
         raise ConfigError(
-            "s3_addressing_style must be path, virtual or auto, "
+            f"{_named('s3_addressing_style')} must be path, virtual or auto, "
             f"got {settings.s3_addressing_style!r}"
         )
+
+
+def _named(field: str) -> str:
+    """A setting's field with the variable that sets it, for error messages."""
+    return f"{field} ({_VARIABLES[field]})"

@@ -31,6 +31,15 @@ TASK_SOFT_TIME_LIMIT_S = 600
 TASK_TIME_LIMIT_S = 660
 VISIBILITY_TIMEOUT_S = 3600  # must exceed TASK_TIME_LIMIT_S
 TASK_MAX_RETRIES = 3
+# A worker whose database is unavailable (a restart, a failover) keeps its batch's
+# results and tries again, pausing from the first pause up to the longest, for up
+# to the wait; then the batch goes back to the queue. Images the object store
+# cannot serve for now are fetched again the same way, then fail. Both waits
+# together must fit in TASK_SOFT_TIME_LIMIT_S.
+DATABASE_WAIT_S = 120.0
+STORAGE_WAIT_S = 120.0
+FIRST_RETRY_PAUSE_S = 0.5  # doubled after each failed try
+LONGEST_RETRY_PAUSE_S = 15.0
 QUEUE_NAME = "segbatch"
 
 # Services

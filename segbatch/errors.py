@@ -3,6 +3,7 @@
     SegbatchError
     ├── ConfigError            a setting is missing or malformed
     ├── StorageError           listing or fetching objects (S3, local files)
+    │   ├── StorageUnavailable unreachable or overloaded for now; may succeed later
     │   ├── ObjectNotFound     the object named does not exist
     │   └── ObjectTooLarge     over the configured size limit (not read)
     ├── DecodeError            bytes that are not a usable image
@@ -16,6 +17,7 @@
     │   └── ChecksumMismatch   an artifact differs from its recorded sha256
     ├── InferenceError         OpenVINO failed while running the model
     ├── DatabaseError          reading or writing results
+    │   ├── DatabaseUnavailable  unreachable or busy for now; may succeed later
     │   └── JobNotFound        no job with the id given
     └── BrokerError            the task queue (Redis) is unreachable or stays full
 
@@ -40,6 +42,14 @@ class ConfigError(SegbatchError):
 
 class StorageError(SegbatchError):
     kind = "storage"
+
+
+class StorageUnavailable(StorageError):
+    """The object store could not serve the request for now: unreachable, the
+    connection dropped, or it answered with a server error or asked to slow down.
+    The same request may succeed later."""
+
+    kind = "storage_unavailable"
 
 
 class ObjectNotFound(StorageError):
@@ -92,6 +102,14 @@ class InferenceError(SegbatchError):
 
 class DatabaseError(SegbatchError):
     kind = "database"
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database could not serve the request for now: the connection failed or
+    was lost, the server is shutting down, or a lock or deadlock ended the
+    transaction. The same request may succeed later."""
+
+    kind = "database_unavailable"
 
 
 class JobNotFound(DatabaseError):

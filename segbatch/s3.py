@@ -19,12 +19,13 @@ from botocore.exceptions import (
     NoCredentialsError,
     PartialCredentialsError,
     ReadTimeoutError,
+    SSLError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from segbatch import defaults
 from segbatch.config import Settings, load_settings
-from segbatch.errors import ObjectNotFound, StorageError
+from segbatch.errors import ObjectNotFound, StorageError, StorageUnavailable
 from segbatch.uris import S3Location
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,11 @@ _DENIED_CODES = frozenset(
 _BAD_CREDENTIAL_CODES = frozenset(
     {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
 )
+# Answers that say "not now" rather than "no"; any 5xx status says the same.
+_BUSY_CODES = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "503"}
+)
+_SERVER_ERROR_STATUS = 500
 
 
 def make_s3_client(
@@ -80,8 +86,10 @@ def translate_s3_error(
     """The segbatch error for a botocore failure while ``action``-ing ``location``.
 
     The caller raises the result ``from exc``. A missing key becomes
-    :class:`ObjectNotFound`; everything else a :class:`StorageError` whose message
-    names the object and says what went wrong.
+    :class:`ObjectNotFound`; an unreachable endpoint, a dropped connection, a
+    server error or a request to slow down :class:`StorageUnavailable`;
+    everything else a :class:`StorageError`. The message names the object and
+    says what went wrong.
     """
     where = location.uri
     if isinstance(exc, ClientError):
@@ -99,18 +107,26 @@ def translate_s3_error(
             )
         if code in _DENIED_CODES or status == 403:
             return StorageError(f"cannot {action} {where}: access denied ({code})")
+        if code in _BUSY_CODES or (status or 0) >= _SERVER_ERROR_STATUS:
+            return StorageUnavailable(
+                f"cannot {action} {where}: the server answered {code or status}"
+            )
         return StorageError(
             f"cannot {action} {where}: the server answered {code or status}"
         )
 
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
         return StorageError(f"cannot {action} {where}: no usable S3 credentials")
-    if isinstance(exc, BotoConnectionError):
+    if isinstance(exc, SSLError):
         return StorageError(
+            f"cannot {action} {where}: the TLS handshake failed ({exc})"
+        )
+    if isinstance(exc, BotoConnectionError):
+        return StorageUnavailable(
             f"cannot {action} {where}: endpoint unreachable ({type(exc).__name__})"
         )
     if isinstance(exc, ReadTimeoutError | ConnectionClosedError):
-        return StorageError(
+        return StorageUnavailable(
             f"cannot {action} {where}: the connection dropped ({type(exc).__name__})"
         )
     return StorageError(f"cannot {action} {where}: {type(exc).__name__}: {exc}")

@@ -207,3 +207,16 @@ def generated_val_split(tmp_path_factory):
 
 
 # --- end of model toolchain -----------------------------------------------------------
+
+
+# --- A PostgreSQL database a test may take offline ------------------------------------
+
+
+@pytest.fixture
+def own_postgres_url():
+    """The URL of a migrated PostgreSQL database that only this test uses, so that
+    it may refuse connections for a while (see ``tests.support.outage``)."""
+    yield from _postgres_database(migrated=True)
+
+
+# --- end of a PostgreSQL database a test may take offline -----------------------------

@@ -38,3 +38,10 @@ def test_the_producer_side_of_the_app_loads_no_openvino():
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     )
     assert completed.stdout.strip() == "False"
+
+
+def test_waiting_out_a_store_and_a_database_outage_fits_in_the_soft_time_limit():
+    conf = make_celery(Settings()).conf
+
+    waits_s = defaults.STORAGE_WAIT_S + defaults.DATABASE_WAIT_S
+    assert waits_s + defaults.LONGEST_RETRY_PAUSE_S < conf.task_soft_time_limit

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -11,6 +13,7 @@ import pytest
 
 from segbatch.config import Settings
 from segbatch.errors import InferenceError
+from segbatch.s3 import make_s3_client
 from segbatch.workers.model import SegmentationModel
 from segbatch.workers.pipeline import BatchProcessor
 from tests.support.cases import CASES, CASES_DIR
@@ -96,3 +99,56 @@ def test_an_inference_failure_fails_the_decoded_images_and_keeps_decode_failures
 
     kinds = [r.failure_kind for r in results]
     assert kinds == ["inference", "empty", "inference", "inference"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_an_image_the_store_cannot_serve_yet_is_fetched_again_once_it_is_back(
+    processor, s3_client, s3_bucket, tmp_path
+):
+    from moto.server import ThreadedMotoServer
+
+    key = "later/img #1.png"
+    write_png(tmp_path / "img.png", 40, 60)
+    s3_client.put_object(
+        Bucket=s3_bucket, Key=key, Body=(tmp_path / "img.png").read_bytes()
+    )
+    port = free_port()
+    # A second server on the same in-process store, listening only after a while.
+    late_server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    starting = threading.Timer(1.0, late_server.start)
+    processor.s3_client = make_s3_client(
+        Settings(), endpoint_url=f"http://127.0.0.1:{port}", max_attempts=1
+    )
+
+    starting.start()
+    try:
+        (result,) = processor.process(
+            [f"s3://{s3_bucket}/{key}"], storage_wait_s=30, first_pause_s=0.2
+        )
+    finally:
+        starting.join()
+        late_server.stop()
+
+    assert result.ok, result.failure_message
+    assert (result.width, result.height) == (60, 40)
+
+
+def test_an_image_the_store_cannot_serve_within_the_wait_fails_as_unavailable(
+    processor, s3_endpoint
+):
+    processor.s3_client = make_s3_client(
+        Settings(), endpoint_url=f"http://127.0.0.1:{free_port()}", max_attempts=1
+    )
+    uri = "s3://photos/x #1.jpg"
+
+    started_s = time.monotonic()
+    (result,) = processor.process([uri], storage_wait_s=0.5, first_pause_s=0.1)
+
+    assert time.monotonic() - started_s >= 0.5
+    assert result.failure_kind == "storage_unavailable"
+    assert uri in result.failure_message

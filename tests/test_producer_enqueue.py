@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -11,17 +12,20 @@ import time
 import uuid
 
 import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from sqlalchemy import func, select
 
 from segbatch.config import Settings
-from segbatch.errors import StorageError
+from segbatch.errors import BrokerError, StorageError
 from segbatch.producer.backpressure import queue_depth
 from segbatch.producer.batching import chunked
 from segbatch.producer.enqueue import EnqueueReport, enqueue
 from segbatch.producer.listing import iter_image_uris
 from segbatch.schema import store
 from segbatch.schema.db import make_engine, session_factory
-from segbatch.schema.tables import Job
+from segbatch.schema.tables import Image, ImageState, Job, JobState
 from segbatch.workers.celery_app import make_celery
 from segbatch.workers.results import ImageResult
 
@@ -284,3 +288,126 @@ def test_the_producer_loads_neither_openvino_nor_the_worker_tasks():
     )
 
     assert loaded.stdout.strip() == "[]"
+
+
+class InterruptedRedis:
+    """The real Redis client, but Ctrl-C arrives at its ``calls + 1``-th pipeline."""
+
+    def __init__(self, client, calls: int) -> None:
+        self.client = client
+        self.calls_left = calls
+
+    def pipeline(self, *args, **kwargs):
+        if self.calls_left == 0:
+            raise KeyboardInterrupt
+        self.calls_left -= 1
+        return self.client.pipeline(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+
+def test_a_producer_stopped_while_waiting_has_recorded_as_queued_only_what_it_sent(
+    tmp_path, sessions, celery_app, model_version_id, broker_queue
+):
+    for index in range(20):
+        (tmp_path / f"{index:02d}.jpg").write_bytes(b"x")
+    settings = Settings(batch_size=2, max_queued_batches=1)
+    client, queue_name = broker_queue
+    # Measured once before the job exists, then once for each of the two batches
+    # that find room, then the producer waits on a full queue and is stopped.
+    interrupted = InterruptedRedis(client, calls=5)
+
+    with pytest.raises(KeyboardInterrupt):
+        enqueue(
+            str(tmp_path),
+            settings=settings,
+            session_factory=sessions,
+            celery_app=celery_app,
+            model_version_id=model_version_id,
+            progress=False,
+            queue_name=queue_name,
+            redis_client=interrupted,
+            poll_interval_s=0.01,
+        )
+
+    sent = [uri for _, args in queued_messages(client, queue_name) for uri in args[2]]
+    (job_id,) = {args[0] for _, args in queued_messages(client, queue_name)}
+    with sessions() as session:
+        recorded = session.scalars(
+            select(Image.uri).where(
+                Image.job_id == job_id, Image.state == ImageState.QUEUED
+            )
+        ).all()
+        stopped = store.job_summary(session, job_id)
+        store.record_results(
+            session,
+            job_id=job_id,
+            model_version_id=model_version_id,
+            results=[ImageResult(uri=uri, width=4, height=4) for uri in sent],
+        )
+        drained = store.job_summary(session, job_id)
+
+    assert len(sent) == 2 * settings.batch_size
+    assert sorted(recorded) == sorted(sent)
+    assert (stopped.queued, stopped.state) == (len(sent), JobState.RUNNING)
+    assert (drained.done, drained.state) == (len(sent), JobState.FINISHED)
+
+
+def test_an_unreachable_broker_fails_before_any_job_is_created(
+    tmp_path, sessions, model_version_id, broker_queue
+):
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_url = f"redis://127.0.0.1:{probe.getsockname()[1]}/0"
+    app = make_celery(Settings(broker_url=dead_url))
+    dead = redis.Redis.from_url(dead_url, retry=Retry(NoBackoff(), 0))
+
+    with pytest.raises(BrokerError, match="cannot measure queue"):
+        enqueue(
+            str(tmp_path),
+            settings=Settings(),
+            session_factory=sessions,
+            celery_app=app,
+            model_version_id=model_version_id,
+            progress=False,
+            queue_name=broker_queue[1],
+            redis_client=dead,
+        )
+
+    with sessions() as session:
+        jobs = session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.model_version_id == model_version_id)
+        )
+    assert jobs == 0
+
+
+def test_an_image_listed_twice_pages_apart_is_sent_and_counted_once(
+    tmp_path, sessions, celery_app, model_version_id, broker_queue, monkeypatch
+):
+    from segbatch import defaults
+
+    monkeypatch.setattr(defaults, "ENQUEUE_PAGE_SIZE", 3)
+    names = [f"{index}.jpg" for index in range(5)]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    manifest = tmp_path / "manifest.txt"
+    manifest.write_text("\n".join([*names, names[0], names[4], names[2]]) + "\n")
+
+    report = run_enqueue(
+        str(manifest),
+        Settings(batch_size=2),
+        sessions,
+        celery_app,
+        model_version_id,
+        broker_queue,
+    )
+
+    sent = [uri for _, args in queued_messages(*broker_queue) for uri in args[2]]
+    with sessions() as session:
+        summary = store.job_summary(session, report.job_id)
+    assert sorted(sent) == sorted(f"file://{tmp_path / name}" for name in names)
+    assert report.queued == summary.queued == len(names)

@@ -248,7 +248,7 @@ def test_a_failed_image_that_succeeds_on_retry_moves_from_failed_to_done(
 
     assert (after_failure.done, after_failure.failed) == (1, 1)
     assert after_failure.state == JobState.FINISHED
-    assert requeued == 1
+    assert requeued == [uris[0]]
     assert (reopened.queued, reopened.done, reopened.failed) == (2, 1, 0)
     assert (reopened.state, reopened.finished_at) == (JobState.RUNNING, None)
     assert (after_retry.queued, after_retry.done, after_retry.failed) == (2, 2, 0)
@@ -326,8 +326,8 @@ def test_a_done_image_is_queued_again_only_when_forced(
         )
         summary = job_summary(session, job_id)
 
-    assert (unforced, state_after_unforced) == (0, ImageState.DONE)
-    assert forced == 1
+    assert (unforced, state_after_unforced) == ([], ImageState.DONE)
+    assert forced == [uri]
     assert _stored(db_sessions, model_version_id)[uri][0] == ImageState.QUEUED
     assert (summary.queued, summary.done, summary.state) == (1, 0, JobState.RUNNING)
 
@@ -354,8 +354,34 @@ def test_queueing_the_same_uris_again_counts_them_once_per_job(
         )
         summaries = [job_summary(session, job) for job in (job_id, other_job)]
 
-    assert (first, again, taken_over) == (3, 0, 3)
+    assert (first, again, taken_over) == (uris, [], uris)
     assert [summary.queued for summary in summaries] == [3, 3]
+
+
+def test_a_job_whose_queued_images_all_pass_to_another_job_is_finished(
+    db_sessions, model_version_id, job_id
+):
+    uris = _uris(3)
+    with db_sessions() as session:
+        mark_queued(
+            session, job_id=job_id, model_version_id=model_version_id, uris=uris
+        )
+        record_results(
+            session,
+            job_id=job_id,
+            model_version_id=model_version_id,
+            results=[_done(uris[0], 1)],
+        )
+        other_job = create_job(
+            session, source="s3://bucket/rerun/", model_version_id=model_version_id
+        )
+        mark_queued(
+            session, job_id=other_job, model_version_id=model_version_id, uris=uris
+        )
+        first, second = (job_summary(session, job) for job in (job_id, other_job))
+
+    assert (first.state, first.queued, first.done) == (JobState.FINISHED, 3, 1)
+    assert (second.state, second.queued) == (JobState.RUNNING, 2)
 
 
 AWKWARD_KEYS = {
@@ -387,7 +413,7 @@ def test_awkward_keys_round_trip_exactly(db_sessions, model_version_id, job_id, 
         )
         pending = select_pending(session, [uri], model_version_id)
 
-    assert queued == 1
+    assert queued == [uri]
     assert pending == []
     assert _stored(db_sessions, model_version_id) == {uri: (ImageState.DONE, 1, 1)}
 

@@ -13,10 +13,16 @@ from botocore.exceptions import (
     EndpointConnectionError,
     NoCredentialsError,
     ReadTimeoutError,
+    SSLError,
 )
 
 from segbatch.config import Settings
-from segbatch.errors import ObjectNotFound, ObjectTooLarge, StorageError
+from segbatch.errors import (
+    ObjectNotFound,
+    ObjectTooLarge,
+    StorageError,
+    StorageUnavailable,
+)
 from segbatch.s3 import make_s3_client, translate_s3_error
 from segbatch.storage import StoredObject, read_object, read_objects
 from segbatch.uris import S3Location, file_uri
@@ -42,23 +48,30 @@ def client_error(code: str, status: int) -> ClientError:
         (client_error("403", 403), StorageError, "access denied"),
         (client_error("InvalidAccessKeyId", 403), StorageError, "credentials rejected"),
         (client_error("SignatureDoesNotMatch", 403), StorageError, "credentials"),
-        (client_error("SlowDown", 503), StorageError, "answered SlowDown"),
+        (client_error("SlowDown", 503), StorageUnavailable, "answered SlowDown"),
+        (client_error("InternalError", 500), StorageUnavailable, "InternalError"),
+        (client_error("InvalidRange", 416), StorageError, "answered InvalidRange"),
         (
             EndpointConnectionError(endpoint_url="http://10.0.0.1:9000"),
-            StorageError,
+            StorageUnavailable,
             "endpoint unreachable",
         ),
         (
             ConnectTimeoutError(endpoint_url="http://10.0.0.1:9000"),
-            StorageError,
+            StorageUnavailable,
             "endpoint unreachable",
         ),
         (
             ReadTimeoutError(endpoint_url="http://10.0.0.1:9000"),
-            StorageError,
+            StorageUnavailable,
             "connection dropped",
         ),
         (NoCredentialsError(), StorageError, "no usable S3 credentials"),
+        (
+            SSLError(endpoint_url="https://10.0.0.1:9000", error="bad certificate"),
+            StorageError,
+            "TLS handshake failed",
+        ),
     ],
 )
 def test_each_botocore_error_maps_to_a_storage_error_naming_the_object(

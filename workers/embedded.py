@@ -9,6 +9,7 @@ worker, and the results through the same exactly-once bookkeeping.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
 import time
@@ -21,7 +22,7 @@ from segbatch.config import Settings
 from segbatch.models import registry
 from segbatch.producer.batching import chunked
 from segbatch.producer.listing import iter_image_uris
-from segbatch.producer.planning import PlanCounts, pending_batches
+from segbatch.producer.planning import PlanCounts, pending_batches, queue_batch
 from segbatch.schema import store
 from segbatch.schema.db import make_engine, session_factory, upgrade
 from segbatch.workers.pipeline import BatchProcessor
@@ -51,13 +52,24 @@ class EmbeddedSummary:
 def run_embedded(
     source: str, settings: Settings, *, processes: int = 1, force: bool = False
 ) -> EmbeddedSummary:
-    """Segment every image of ``source`` and record the results; return a summary."""
+    """Segment every image of ``source`` and record the results; return a summary.
+
+    Raises:
+        ObjectNotFound: ``source`` names nothing; no database or job is made.
+        StorageError: ``source`` cannot be listed.
+    """
     started = time.perf_counter()
-    upgrade(settings.database_url)
-    sessions = session_factory(make_engine(settings.database_url))
     model_version = registry.resolve(settings.model, settings.models_dir)
     identity = registry.identity(model_version)
+    pages = chunked(
+        (info.uri for info in iter_image_uris(source)), defaults.ENQUEUE_PAGE_SIZE
+    )
+    # Listed before anything is recorded, so that a path that is not there
+    # leaves neither a database nor a job behind.
+    first_page: list[str] = next(pages, [])
 
+    upgrade(settings.database_url)
+    sessions = session_factory(make_engine(settings.database_url))
     with sessions() as session:
         model_version_id = store.ensure_model_version(session, **identity.__dict__)
         job_id = store.create_job(
@@ -66,9 +78,8 @@ def run_embedded(
     logger.info("job %s: %s with %s", job_id, source, model_version.ref)
 
     plan = PlanCounts()
-    listed = (info.uri for info in iter_image_uris(source))
-    batches = pending_batches(
-        chunked(listed, defaults.ENQUEUE_PAGE_SIZE),
+    pending = pending_batches(
+        itertools.chain([first_page], pages),
         session_factory=sessions,
         job_id=job_id,
         model_version_id=model_version_id,
@@ -76,8 +87,23 @@ def run_embedded(
         force=force,
         counts=plan,
     )
+
+    def queued_batches() -> Iterator[list[str]]:
+        """Each batch recorded as queued when a process is free to take it."""
+        for batch in pending:
+            queued = queue_batch(
+                sessions,
+                job_id=job_id,
+                model_version_id=model_version_id,
+                batch=batch,
+                force=force,
+                counts=plan,
+            )
+            if queued:
+                yield queued
+
     done = failed = detections = 0
-    for results in _process(batches, settings, processes):
+    for results in _process(queued_batches(), settings, processes):
         with sessions() as session:
             counts = store.record_results(
                 session,

@@ -8,7 +8,8 @@ The same code runs in a Celery worker process and in an embedded-mode process:
 2. stream each decoded image into the model as soon as it is ready: it is
    letterboxed, released, and inferred while the next ones load, OpenVINO's
    parallel infer requests kept busy;
-3. give each URI a result: its detections, or the reason it failed.
+3. give each URI a result: its detections, or the reason it failed;
+4. fetch again, after a pause, the images the store could not serve for now.
 
 A bad image fails alone: its error becomes the result's ``failure_kind`` and
 ``failure_message`` and the rest of the batch goes on.
@@ -27,8 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from segbatch import defaults
+from segbatch.backoff import pauses
 from segbatch.config import Settings
-from segbatch.errors import SegbatchError
+from segbatch.errors import SegbatchError, StorageUnavailable
 from segbatch.storage import read_object
 from segbatch.workers.decode import decode_image
 from segbatch.workers.model import SegmentationModel
@@ -59,9 +62,44 @@ class BatchProcessor:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
-    def process(self, uris: Sequence[str]) -> list[ImageResult]:
-        """Results in the order of ``uris`` (a URI given twice is processed once)."""
-        unique = list(dict.fromkeys(uris))
+    def process(
+        self,
+        uris: Sequence[str],
+        *,
+        storage_wait_s: float = defaults.STORAGE_WAIT_S,
+        first_pause_s: float = defaults.FIRST_RETRY_PAUSE_S,
+        longest_pause_s: float = defaults.LONGEST_RETRY_PAUSE_S,
+    ) -> list[ImageResult]:
+        """Results in the order of ``uris`` (a URI given twice is processed once).
+
+        Images the store cannot serve for now (``StorageUnavailable``) are
+        processed again after a pause, doubling from ``first_pause_s`` up to
+        ``longest_pause_s``, for up to ``storage_wait_s`` seconds; those still
+        unavailable then keep that failure.
+        """
+        results = self._process_once(list(dict.fromkeys(uris)))
+
+        retry_pauses = pauses(storage_wait_s, first_pause_s, longest_pause_s)
+        while unavailable := [
+            result.uri
+            for result in results
+            if result.failure_kind == StorageUnavailable.kind
+        ]:
+            pause_s = next(retry_pauses, None)
+            if pause_s is None:
+                break
+            logger.warning(
+                "%d of %d images could not be fetched for now, trying again in %.1f s",
+                len(unavailable),
+                len(results),
+                pause_s,
+            )
+            time.sleep(pause_s)
+            again = {result.uri: result for result in self._process_once(unavailable)}
+            results = [again.get(result.uri, result) for result in results]
+        return results
+
+    def _process_once(self, unique: Sequence[str]) -> list[ImageResult]:
         started = time.perf_counter()
         loaded: list[_Loaded] = []
 

@@ -1,0 +1,124 @@
+"""The ``segbatch`` command line as a user meets it: help, bad settings, exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from segbatch.cli import app
+from segbatch.config import Settings
+from tests.support.cases import REPO
+
+# Every command option that a variable also sets, by command.
+OPTION_VARIABLES = {
+    ("run",): ["SEGBATCH_DATABASE_URL", "SEGBATCH_BATCH_SIZE", "SEGBATCH_MODEL"],
+    ("enqueue",): [
+        "SEGBATCH_BATCH_SIZE",
+        "SEGBATCH_MAX_QUEUED_BATCHES",
+        "SEGBATCH_MODEL",
+    ],
+    ("status",): ["SEGBATCH_DATABASE_URL"],
+    ("db", "upgrade"): ["SEGBATCH_DATABASE_URL"],
+}
+
+
+def segbatch(*args: str, env: dict[str, str] | None = None, timeout_s: float = 60):
+    """``python -m segbatch ARGS`` in a fresh process, its output captured.
+
+    The terminal is wide enough for any message to stay on one line.
+    """
+    return subprocess.run(
+        [sys.executable, "-m", "segbatch", *args],
+        env={**os.environ, "COLUMNS": "500", **(env or {})},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "variables"),
+    OPTION_VARIABLES.items(),
+    ids=[" ".join(command) for command in OPTION_VARIABLES],
+)
+def test_the_help_of_an_option_names_the_variable_that_also_sets_it(command, variables):
+    result = CliRunner().invoke(
+        app, [*command, "--help"], env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"}
+    )
+
+    assert result.exit_code == 0, result.output
+    for variable in variables:
+        assert variable in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        (["run", "/nonexistent", "--batch-size", "0"], {}, "SEGBATCH_BATCH_SIZE"),
+        (
+            ["enqueue", "/nonexistent", "--batch-size", "-1"],
+            {},
+            "SEGBATCH_BATCH_SIZE",
+        ),
+        (
+            ["enqueue", "/nonexistent", "--max-queued-batches", "0"],
+            {},
+            "SEGBATCH_MAX_QUEUED_BATCHES",
+        ),
+        (["status", "x"], {"SEGBATCH_BATCH_SIZE": "abc"}, "SEGBATCH_BATCH_SIZE"),
+        (["enqueue", "/x"], {"SEGBATCH_BROKER_URL": "127.0.0.1:6379"}, "BROKER"),
+    ],
+    ids=[
+        "run batch size 0",
+        "enqueue batch size -1",
+        "enqueue max queued 0",
+        "batch size abc in the environment",
+        "broker URL without a scheme",
+    ],
+)
+def test_a_bad_setting_ends_the_command_with_one_line_naming_it(args, env, named):
+    completed = segbatch(*args, env=env)
+
+    assert completed.returncode == 1
+    assert "Traceback" not in completed.stderr
+    assert completed.stderr.startswith("error:")
+    assert named in completed.stderr
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"batch_size": 0}, {"max_queued_batches": -1}, {"confidence": 1.5}],
+    ids=["batch size", "queued batches", "confidence"],
+)
+def test_a_settings_copy_is_checked_like_settings_read_from_the_environment(changes):
+    from segbatch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="must be"):
+        Settings().replace(**changes)
+
+
+def test_run_refuses_fewer_than_one_local_process():
+    completed = segbatch("run", "/nonexistent", "--processes", "0")
+
+    assert completed.returncode == 2
+    assert "Traceback" not in completed.stderr
+    assert "--processes" in completed.stderr
+
+
+def test_run_on_a_missing_path_fails_with_one_line_and_records_nothing(tmp_path):
+    database = tmp_path / "results.sqlite"
+    missing = tmp_path / "no such folder"
+
+    completed = segbatch("run", str(missing), "--database-url", f"sqlite:///{database}")
+
+    assert completed.returncode == 1
+    assert "Traceback" not in completed.stderr
+    assert completed.stderr.startswith("error:")
+    assert str(missing) in completed.stderr
+    assert not database.exists()
