@@ -48,7 +48,9 @@ def train(data_yaml: Path, run_dir: Path, recipe: TrainRecipe) -> Path:
     last = run_dir / "weights" / "last.pt"
     if last.exists():
         logger.info("resuming %s from %s", run_dir, last)
-        YOLO(str(last)).train(resume=True)
+        # The dataset is named again so that a run resumed on another machine
+        # finds it wherever it was regenerated.
+        YOLO(str(last)).train(resume=True, data=str(data_yaml))
     else:
         logger.info("training %s from scratch in %s", recipe.architecture, run_dir)
         YOLO(recipe.architecture).train(
