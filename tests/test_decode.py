@@ -27,7 +27,7 @@ from segbatch.errors import (
 )
 from segbatch.workers.decode import ImageHeader, decode_image, read_header
 
-CASES = Path(__file__).resolve().parents[1].parent / "shared" / "cases" / "images"
+CASES = Path(__file__).resolve().parent / "cases" / "images"
 NAME = "s3://bucket/deep/prefix/ünïcode key+%#?.jpg"
 BACKGROUND = np.asarray(defaults.ALPHA_BACKGROUND_RGB, dtype=np.float64)
 RNG_SEED = 20240607

@@ -1,4 +1,4 @@
-"""The awkward inputs of ``shared/cases`` and the outcome each must get.
+"""The awkward inputs of ``tests/cases`` and the outcome each must get.
 
 Every case is uploaded (or copied) under a key that is awkward too, so the same run
 also proves that keys with spaces, ``+``, ``%``, ``#``, ``?`` and unicode letters
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-CASES_DIR = REPO.parent / "shared" / "cases" / "images"
+CASES_DIR = REPO / "tests" / "cases" / "images"
 DEMO_DIR = REPO / "models" / "demo"
 
 
