@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 import sys
@@ -109,6 +110,20 @@ def test_loading_logs_the_model_its_checksum_and_its_requests(tmp_path, caplog):
     assert model.sha256("int8/model.bin")[:12] in message
     assert f"{loaded.num_requests} infer requests" in message
     assert loaded.num_requests >= 1
+
+
+def test_float_layers_are_computed_in_32_bits_whatever_the_cpu_prefers(tmp_path):
+    import openvino as ov
+
+    core = ov.Core()
+    # Ask for bf16, OpenVINO's default where the CPU has it; a CPU without bf16
+    # arithmetic refuses, and its default is f32 already.
+    with contextlib.suppress(RuntimeError):
+        core.set_property("CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+
+    loaded = SegmentationModel.load(fake_model(tmp_path), core=core)
+
+    assert loaded.float_precision == "f32"
 
 
 @pytest.mark.parametrize(

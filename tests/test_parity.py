@@ -1,10 +1,12 @@
-"""The workers find what Ultralytics' own predict finds, with the same INT8 IR.
+"""The workers find what Ultralytics' own predict finds, with the same model.
 
 Each fixture in ``tests/fixtures/parity/`` holds Ultralytics' predictions for a model
 version (written by ``segbatch.models.toolchain.parity``, whose docstring has the
 command). The model is read from ``$SEGBATCH_MODELS_DIR``, else the repository's
 ``models/``; a fixture whose model is absent there is skipped, and one made from a
-different build of the model fails until it is regenerated.
+different build of the model fails until it is regenerated. Both sides run the FP16
+IR computed in 32-bit floats, as the fixture records, so that the test holds on any
+x86 CPU; post-processing is the same code for every precision.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from segbatch.errors import ModelNotFound
 from segbatch.models.registry import resolve
 from segbatch.models.toolchain.parity import FIXTURE_DIR, REPO_ROOT, pixels_sha256
 from segbatch.workers.decode import decode_image
-from segbatch.workers.model import SegmentationModel
+from segbatch.workers.model import INFERENCE_PRECISION, SegmentationModel
 from segbatch.workers.postprocess import Segmentation
 
 # A stuck inference queue must fail the test, not hang the suite.
@@ -70,6 +72,7 @@ def model_for(
                     f"({relative} differs); regenerate it with: "
                     + REGENERATE.format(ref=ref)
                 )
+        assert fixture["computed_in"] == INFERENCE_PRECISION
         models[ref] = SegmentationModel.load(version, precision=fixture["precision"])
     return models[ref]
 

@@ -37,6 +37,11 @@ from segbatch.workers.results import Detection
 logger = logging.getLogger(__name__)
 
 DEVICE = "CPU"
+# Layers left in floating point (the box-decoding head of an INT8 build, all of an
+# FP16 one) are computed in 32 bits. OpenVINO's default on CPUs with bf16 arithmetic
+# is bf16, whose 8-bit mantissa moves box corners by a pixel or more at 320 px and
+# makes results depend on the machine a worker lands on.
+INFERENCE_PRECISION = "f32"
 CHECKSUM_PREFIX_CHARS = 12
 
 _Result = TypeVar("_Result")
@@ -83,6 +88,12 @@ class SegmentationModel:
     def ref(self) -> str:
         return self.version.ref
 
+    @property
+    def float_precision(self) -> str:
+        """What OpenVINO computes the layers left in floating point in: ``f32``."""
+        hint = self._compiled.get_property(ov_hints.inference_precision)
+        return str(hint.get_type_name())
+
     @classmethod
     def load(
         cls,
@@ -116,7 +127,10 @@ class SegmentationModel:
         output_indices = _find_outputs(ov_model, model)
 
         started = time.perf_counter()
-        config = {ov_hints.performance_mode: ov_hints.PerformanceMode.THROUGHPUT}
+        config = {
+            ov_hints.performance_mode: ov_hints.PerformanceMode.THROUGHPUT,
+            ov_hints.inference_precision: INFERENCE_PRECISION,
+        }
         try:
             compiled = core.compile_model(ov_model, DEVICE, config)
         except RuntimeError as exc:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segbatch import defaults
+from segbatch.workers.model import INFERENCE_PRECISION
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ def _run_benchmark_app(
         "-m", str(xml_path),
         "-d", device,
         "-hint", "throughput",
+        "-infer_precision", INFERENCE_PRECISION,  # as the workers compute
         "-t", str(duration_s),
         "-shape", f"[1,3,{height},{width}]",
     ]  # fmt: skip
