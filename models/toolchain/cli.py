@@ -65,12 +65,26 @@ def train(
     imgsz: ImageSize = 320,
     batch: Annotated[int, typer.Option(help="Images per step.")] = 16,
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+    close_mosaic: Annotated[
+        int, typer.Option(help="Final epochs trained without mosaic.")
+    ] = 10,
+    init_weights: Annotated[
+        Path | None,
+        typer.Option(help="Start from this checkpoint instead of random weights."),
+    ] = None,
 ) -> None:
     """Train a YOLO segmentation model from scratch, offline (or resume a run)."""
     from segbatch.models.toolchain.train import TrainRecipe
     from segbatch.models.toolchain.train import train as train_run
 
-    recipe = TrainRecipe(epochs=epochs, imgsz=imgsz, batch=batch, seed=seed)
+    recipe = TrainRecipe(
+        epochs=epochs,
+        imgsz=imgsz,
+        batch=batch,
+        seed=seed,
+        close_mosaic=close_mosaic,
+        initial_weights=None if init_weights is None else str(init_weights),
+    )
     print(train_run(data_yaml, run_dir, recipe))
 
 

@@ -203,8 +203,27 @@ def read_train_recipe(run_dir: Path) -> TrainRecipe:
             f"cannot read the training arguments {args_path}: {exc}"
         ) from exc
     values = {f.name: args[f.name] for f in fields(TrainRecipe) if f.name in args}
-    values["architecture"] = str(args.get("model", TrainRecipe.architecture))
+    start = str(args.get("model", TrainRecipe.architecture))
+    if start.endswith(".pt"):
+        values["initial_weights"] = start
+        values["architecture"] = architecture_of(Path(start))
+    else:
+        values["architecture"] = start
     return TrainRecipe(**values)
+
+
+def architecture_of(checkpoint: Path) -> str:
+    """The architecture file an Ultralytics checkpoint's network was built from."""
+    import torch
+
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        architecture = saved["model"].yaml.get("yaml_file")
+    except (OSError, KeyError, AttributeError, RuntimeError) as exc:
+        raise ModelError(f"cannot read the checkpoint {checkpoint}: {exc}") from exc
+    if not architecture:
+        raise ModelError(f"{checkpoint} does not name its architecture file")
+    return Path(str(architecture)).name
 
 
 def epochs_completed(run_dir: Path) -> int | None:

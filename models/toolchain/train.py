@@ -1,7 +1,9 @@
 """Train a YOLO segmentation model from its architecture file, offline, resumably.
 
-No pretrained weights are used or fetched: the network starts from the random
-initialisation of its architecture file (``yolo11n-seg.yaml`` by default). Plots are
+No pretrained weights are fetched: the network starts from the random
+initialisation of its architecture file (``yolo11n-seg.yaml`` by default), or from
+weights the caller names (an earlier version of the same model, trained here), in
+which case a fresh schedule continues training them. Plots are
 off because Ultralytics downloads a font to draw them. A run keeps
 ``weights/last.pt`` after every epoch; training the same run folder again resumes
 from it, with the schedule and optimiser state it had.
@@ -30,6 +32,7 @@ class TrainRecipe:
     seed: int = 0
     close_mosaic: int = 10
     workers: int = 2
+    initial_weights: str | None = None  # a checkpoint to start from, else random
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -52,8 +55,9 @@ def train(data_yaml: Path, run_dir: Path, recipe: TrainRecipe) -> Path:
         # finds it wherever it was regenerated.
         YOLO(str(last)).train(resume=True, data=str(data_yaml))
     else:
-        logger.info("training %s from scratch in %s", recipe.architecture, run_dir)
-        YOLO(recipe.architecture).train(
+        start = recipe.initial_weights or recipe.architecture
+        logger.info("training %s from %s in %s", recipe.architecture, start, run_dir)
+        YOLO(start).train(
             data=str(data_yaml),
             epochs=recipe.epochs,
             imgsz=recipe.imgsz,
@@ -64,7 +68,7 @@ def train(data_yaml: Path, run_dir: Path, recipe: TrainRecipe) -> Path:
             project=str(run_dir.parent.resolve()),
             name=run_dir.name,
             exist_ok=True,
-            pretrained=False,
+            pretrained=recipe.initial_weights is not None,
             amp=False,
             plots=False,
             cache="ram",
