@@ -193,6 +193,10 @@ def draw(
     from segbatch.workers.decode import decode_image
     from segbatch.workers.model import SegmentationModel
 
+    if not out.parent.is_dir():
+        raise typer.BadParameter(
+            f"cannot write {out}: no folder {out.parent}", param_hint="--out"
+        )
     settings = _settings(model=model)
     image_rgb = decode_image(
         image.read_bytes(), name=str(image), max_pixels=settings.max_image_pixels
@@ -203,7 +207,10 @@ def draw(
     (detections,) = segmenter.segment([image_rgb], confidence=settings.confidence)
     drawn = draw_detections(image_rgb, detections)
     if not cv2.imwrite(str(out), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)):
-        raise typer.BadParameter(f"cannot write {out}")
+        raise typer.BadParameter(
+            f"cannot write {out}: not writable, or not a .png/.jpg name",
+            param_hint="--out",
+        )
     console.print(f"{len(detections)} detections drawn to {out}")
 
 

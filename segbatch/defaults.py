@@ -52,7 +52,9 @@ S3_CONNECT_TIMEOUT_S = 10.0
 S3_READ_TIMEOUT_S = 60.0
 S3_MAX_ATTEMPTS = 5  # botocore "standard" retries; the first try counts
 S3_MIN_POOL_CONNECTIONS = 10  # botocore's own default; raised to the fetch concurrency
-IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"})
+IMAGE_EXTENSIONS = frozenset(
+    {"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"}
+)
 
 # Producer
 SEGMENT_TASK_NAME = "segbatch.segment_batch"  # the worker task, sent by name

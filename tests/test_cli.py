@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -122,3 +123,31 @@ def test_run_on_a_missing_path_fails_with_one_line_and_records_nothing(tmp_path)
     assert completed.stderr.startswith("error:")
     assert str(missing) in completed.stderr
     assert not database.exists()
+
+
+def test_draw_writes_the_image_at_its_size_with_the_detections_drawn(tmp_path):
+    import cv2
+
+    source = REPO / "models" / "demo" / "demo-06.jpg"
+    out = tmp_path / "drawn.png"
+
+    completed = segbatch("draw", str(source), "--out", str(out))
+
+    assert completed.returncode == 0, completed.stderr
+    drawn, original = cv2.imread(str(out)), cv2.imread(str(source))
+    assert drawn.shape == original.shape
+    drawn_count = re.match(r"(\d+) detections drawn to ", completed.stderr)
+    assert drawn_count and int(drawn_count.group(1)) > 0
+    assert (cv2.absdiff(drawn, original) > 40).any()  # masks and boxes painted on
+
+
+def test_draw_into_a_missing_folder_names_it_before_any_work(tmp_path):
+    out = tmp_path / "no such folder" / "drawn.png"
+
+    completed = segbatch(
+        "draw", str(REPO / "models" / "demo" / "demo-06.jpg"), "--out", str(out)
+    )
+
+    assert completed.returncode == 2
+    assert "Traceback" not in completed.stderr
+    assert "--out" in completed.stderr and str(out.parent) in completed.stderr

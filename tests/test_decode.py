@@ -94,6 +94,25 @@ def _blocks_image() -> np.ndarray:
     return np.kron(colours, np.ones((8, 8, 1), dtype=np.uint8))
 
 
+# --- every listed extension is a decoded format ------------------------------------
+
+
+@pytest.mark.parametrize("extension", sorted(defaults.IMAGE_EXTENSIONS))
+def test_every_extension_the_listing_keeps_is_decoded(extension: str) -> None:
+    fmt = Image.registered_extensions()[f".{extension}"]
+    stored = _blocks_image()
+
+    # Lossless settings where a format has them; 24 colours fit a GIF palette.
+    params = {"JPEG": {"quality": 100, "subsampling": 0}, "WEBP": {"lossless": True}}
+
+    rgb = _decode(_save(Image.fromarray(stored), fmt, **params.get(fmt, {})))
+
+    assert fmt in defaults.DECODE_FORMATS
+    assert rgb.shape == stored.shape
+    tolerance = 2 if fmt == "JPEG" else 0
+    assert np.abs(rgb.astype(int) - stored).max() <= tolerance
+
+
 # --- the shared cases ---------------------------------------------------------------
 
 
