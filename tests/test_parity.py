@@ -30,10 +30,7 @@ from segbatch.workers.postprocess import Segmentation
 pytestmark = pytest.mark.timeout(300)
 
 MODELS_DIR = Path(os.environ.get("SEGBATCH_MODELS_DIR", REPO_ROOT / "models"))
-REGENERATE = (
-    "YOLO_OFFLINE=1 /work/venvs/train/bin/python -m "
-    "segbatch.models.toolchain.parity {ref}"
-)
+REGENERATE = "YOLO_OFFLINE=1 .venv/bin/python -m segbatch.models.toolchain.parity {ref}"
 SCORE_TOLERANCE = 1e-3
 BOX_TOLERANCE_PX = 1.0
 MIN_MASK_IOU = 0.98
@@ -73,6 +70,11 @@ def model_for(
                     + REGENERATE.format(ref=ref)
                 )
         assert fixture["computed_in"] == INFERENCE_PRECISION
+        assert fixture.get("retina_masks"), (
+            f"the parity fixture of {ref} holds input-size masks; the workers make "
+            "them at the image's resolution. Regenerate it with: "
+            + REGENERATE.format(ref=ref)
+        )
         models[ref] = SegmentationModel.load(version, precision=fixture["precision"])
     return models[ref]
 

@@ -3,18 +3,17 @@
 Regenerate the fixture of a model version, from the repository root, with the
 toolchain environment (the one with ultralytics)::
 
-    YOLO_OFFLINE=1 /work/venvs/train/bin/python -m segbatch.models.toolchain.parity \\
-        shapes-seg/1
+    YOLO_OFFLINE=1 .venv/bin/python -m segbatch.models.toolchain.parity shapes-seg/1
 
 It writes ``tests/fixtures/parity/shapes-seg-1.json``. By default the model is read
 from ``$SEGBATCH_MODELS_DIR`` (else the repository's ``models/``), the images are
 ``models/demo/*.jpg`` and predict runs at its defaults (confidence 0.25, IoU 0.7, at
-most 300 detections); ``--help`` lists the options.
+most 300 detections) with ``retina_masks=True``, the masks the workers make;
+``--help`` lists the options.
 
 For each image the fixture records what Ultralytics 8.4 gives on the model's FP16 IR
 computed in 32-bit floats: class ids, scores, boxes ``xyxy`` in image pixels and the
-masks at the image's resolution (predict's masks brought to it as Ultralytics'
-``scale_masks`` does, thresholded at one half), as COCO RLE. Images are decoded by
+masks at the image's resolution, as COCO RLE. Images are decoded by
 the workers' own decoder and handed to Ultralytics as arrays, so both sides see the
 same pixels; their sha256 is recorded so that the test notices a decoder change.
 
@@ -96,13 +95,14 @@ def reference(
         with mock.patch.object(openvino, "Core", _core_computing_in(COMPUTED_IN)):
             for path in image_paths:
                 image_rgb = decode_image(path.read_bytes(), name=str(path))
-                result = yolo.predict(
+                [result] = yolo.predict(
                     np.ascontiguousarray(image_rgb[..., ::-1]),  # Ultralytics takes BGR
                     conf=confidence,
                     iou=iou,
                     max_det=max_det,
+                    retina_masks=True,
                     verbose=False,
-                )[0]
+                )
                 images.append(
                     {
                         "path": path.resolve().relative_to(REPO_ROOT).as_posix(),
@@ -123,6 +123,7 @@ def reference(
         "confidence": confidence,
         "iou": iou,
         "max_det": max_det,
+        "retina_masks": True,
         "images": images,
     }
 
@@ -150,12 +151,10 @@ def _require_computed_in(yolo: Any, precision: str) -> None:
 def _detections(result: Any) -> list[dict[str, Any]]:
     """Boxes, scores, classes and image-resolution masks of one predict result."""
     from faster_coco_eval.core import mask as mask_util
-    from ultralytics.utils import ops
 
     if result.masks is None or len(result.boxes) == 0:
         return []
-    masks = ops.scale_masks(result.masks.data[None].float(), result.orig_shape)[0]
-    masks_nhw = (masks > 0.5).cpu().numpy().astype(np.uint8)
+    masks_nhw = (result.masks.data > 0.5).cpu().numpy().astype(np.uint8)
     rles = mask_util.encode(np.asfortranarray(masks_nhw.transpose(1, 2, 0)))
 
     detections = []

@@ -5,8 +5,8 @@ decoding, letterbox, compiled model settings and ``postprocess``), up to the mas
 the final step of the workers, turning masks into simplified polygons, is left
 out, so the figures measure the model and not the polygon tolerance. That path
 needs no torch. The PyTorch weights run through Ultralytics' ``predict`` with
-``retina_masks=True`` (masks at the original resolution), which is what a PyTorch
-user of the weights gets.
+``retina_masks=True``: masks computed at the original resolution, as the workers
+compute them.
 
 Each prediction is kept as a :class:`~segbatch.models.toolchain.coco.ScoredInstance`
 with its mask RLE-encoded at once, so memory stays small whatever the image size.
@@ -195,7 +195,7 @@ def predict_pytorch(
     model = YOLO(str(weights))
     predictions: Predictions = {}
     for image in truth.images:
-        result = model.predict(
+        [result] = model.predict(
             str(image.path),
             imgsz=imgsz,
             conf=confidence,
@@ -204,7 +204,7 @@ def predict_pytorch(
             retina_masks=True,
             device="cpu",
             verbose=False,
-        )[0]
+        )
         predictions[image.image_id] = _ultralytics_instances(result)
     return predictions
 

@@ -90,10 +90,11 @@ def render_markdown(evaluation: Evaluation, *, title: str) -> str:
         f"their class at IoU {MATCH_IOU} or more, best score first. "
         f"Δ is the difference to {variant_title(reference)} in percentage points.",
         "",
-        "PyTorch runs through Ultralytics' `predict` (its own letterbox, masks at "
-        "the original resolution); the OpenVINO builds run through the workers' "
-        "`SegmentationModel` (square letterbox, masks resampled to the original "
-        "resolution), scored on masks before they become polygons.",
+        "PyTorch runs through Ultralytics' `predict` (its own letterbox, "
+        "`retina_masks=True`); the OpenVINO builds run through the workers' "
+        "`SegmentationModel` (square letterbox). Both compute each mask from its "
+        "prototype logits at the image's own resolution, and are scored on masks "
+        "before they become polygons.",
         "",
     ]
 

@@ -80,13 +80,14 @@ def full_frame(prediction, protos, geometry: LetterboxGeometry) -> np.ndarray:
     kept = class_aware_nms(
         candidates.boxes_xyxy, candidates.scores, candidates.class_ids, 0.7, 300
     )
+    boxes_source_xyxy = geometry.boxes_to_source(candidates.boxes_xyxy[kept])
     areas = []
-    for index in kept:
+    for row, index in enumerate(kept):
         masks, has_pixels = naive_masks_nhw(
             candidates.coefficients[index : index + 1],
             protos,
-            candidates.boxes_xyxy[index : index + 1],
-            geometry,
+            boxes_source_xyxy[row : row + 1],
+            geometry.source_size_hw,
         )
         if has_pixels[0]:
             areas.append(int(np.count_nonzero(masks[0])))

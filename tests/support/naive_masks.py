@@ -1,16 +1,18 @@
-"""Masks the plain way: every detection as whole frames, at input and image size.
+"""Masks the plain way: every detection as whole frames at the image's size.
 
-This is Ultralytics' order of work (``process_mask`` with ``upsample=True``, then
-``scale_masks`` and a threshold at one half) written out over full frames with
-numpy. It is the yardstick for the windowed masks of ``segbatch.workers.postprocess``
-in tests and in the benchmark; it allocates ``N x H x W`` float32 arrays.
+This is Ultralytics' order of work for ``retina_masks=True``
+(``process_mask_native``: prototype logits upsampled by 1, 2 or 4, the letterbox
+padding cut off, the rest resized to the image, thresholded at logit 0 and cropped
+to the box) written out over full frames with numpy. It is the yardstick for the
+windowed masks of ``segbatch.workers.masks`` in tests and in the benchmark; it
+allocates ``N x H x W`` float32 arrays.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
-from segbatch.workers.letterbox import LetterboxGeometry
+import numpy as np
 
 
 def bilinear_nhw(values_nhw: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
@@ -45,27 +47,36 @@ def _axis(
 def naive_masks_nhw(
     coefficients: np.ndarray,
     protos_chw: np.ndarray,
-    boxes_input_xyxy: np.ndarray,
-    geometry: LetterboxGeometry,
+    boxes_source_xyxy: np.ndarray,
+    source_size_hw: tuple[int, int],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Image-size masks ``(N, H, W)`` bool, and which detections have any pixel at
-    the input size (Ultralytics drops the others)."""
+    """Image-size masks ``(N, H, W)`` bool, and which detections have any pixel
+    (Ultralytics drops the others)."""
     num_masks, proto_h, proto_w = protos_chw.shape
+    height, width = source_size_hw
     logits = (coefficients @ protos_chw.reshape(num_masks, -1)).reshape(
         -1, proto_h, proto_w
     )
-    input_masks = bilinear_nhw(logits, geometry.input_size_hw) > 0
 
-    input_h, input_w = geometry.input_size_hw
-    columns = np.arange(input_w, dtype=np.float32)[None, None, :]
-    rows = np.arange(input_h, dtype=np.float32)[None, :, None]
-    x1, y1, x2, y2 = (boxes_input_xyxy[:, i, None, None] for i in range(4))
-    input_masks &= (columns >= x1) & (columns < x2)
-    input_masks &= (rows >= y1) & (rows < y2)
-    has_pixels = input_masks.any(axis=(1, 2))
+    gain = min(4 * proto_h / height, 4 * proto_w / width)
+    pad = (4 * proto_h - max(round(height * gain), 1)) | (
+        4 * proto_w - max(round(width * gain), 1)
+    )
+    factor = 4 // math.gcd(4, pad | pad // 2)
+    if factor > 1:
+        logits = bilinear_nhw(logits, (factor * proto_h, factor * proto_w))
 
-    top, left = geometry.pad_top, geometry.pad_left
-    height, width = geometry.resized_size_hw
-    content = input_masks[:, top : top + height, left : left + width]
-    resampled = bilinear_nhw(content.astype(np.float32), geometry.source_size_hw)
-    return resampled > np.float32(0.5), has_pixels
+    grid_h, grid_w = logits.shape[1:]
+    gain = min(grid_h / height, grid_w / width)
+    content_h, content_w = max(round(height * gain), 1), max(round(width * gain), 1)
+    top = round((grid_h - content_h) / 2 - 0.1)
+    left = round((grid_w - content_w) / 2 - 0.1)
+    content = logits[:, top : top + content_h, left : left + content_w]
+    masks = bilinear_nhw(content, source_size_hw) > 0
+
+    columns = np.arange(width, dtype=np.float32)[None, None, :]
+    rows = np.arange(height, dtype=np.float32)[None, :, None]
+    x1, y1, x2, y2 = (boxes_source_xyxy[:, i, None, None] for i in range(4))
+    masks &= (columns >= x1) & (columns < x2)
+    masks &= (rows >= y1) & (rows < y2)
+    return masks, masks.any(axis=(1, 2))
