@@ -150,3 +150,19 @@ def test_the_model_page_lists_the_published_version(published_model):
     assert f"[{published_model.ref}]" in page
     assert f"## {published_model.ref}" in page
     assert page.count("| metric |") == len(coco.FAMILIES)
+
+
+def test_the_model_page_gives_the_commands_that_reproduce_a_version(published_model):
+    from segbatch.models.toolchain.model_page import render_model_page
+
+    page = render_model_page([published_model.metadata])
+
+    dataset = published_model.metadata["dataset"]
+    folder = f"models/{published_model.ref}"
+    assert (
+        f"--train {dataset['train']} --val {dataset['val']} --seed {dataset['seed']}"
+        in page
+    )
+    for artifact in ("model.pt", "fp16/model.xml", "int8/model.xml", "model.onnx"):
+        assert f"{folder}/{artifact}" in page
+        assert (published_model.path / artifact).is_file()

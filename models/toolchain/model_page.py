@@ -104,7 +104,8 @@ def _version_section(meta: dict[str, Any]) -> list[str]:
         f"{classes}. Default build: {meta.get('precision', '?')}. Trained "
         f"{recipe.get('epochs_completed', '?')} of {recipe.get('epochs', '?')} "
         f"planned epochs at {recipe.get('imgsz', '?')} px "
-        f"({recipe.get('checkpoint', 'checkpoint unknown')}); "
+        f"({recipe.get('checkpoint', 'checkpoint unknown')}), starting from "
+        f"{recipe.get('initial_weights') or 'random weights'}; "
         f"evaluated on {evaluation.get('images', '?')} images "
         f"({evaluation.get('instances', '?')} instances).",
         "",
@@ -117,4 +118,36 @@ def _version_section(meta: dict[str, Any]) -> list[str]:
         lines += [f"{FAMILY_TITLES[family]}:", ""]
         lines += metrics_table(figures, family, reference)
         lines.append("")
-    return lines
+    return [*lines, *_reproduce_lines(meta)]
+
+
+def _reproduce_lines(meta: dict[str, Any]) -> list[str]:
+    """The commands that regenerate the version's dataset and score its builds."""
+    dataset = meta.get("dataset", {})
+    evaluation = meta.get("evaluation", {})
+    if not {"seed", "train", "val"} <= dataset.keys():
+        return []
+    folder = f"models/{_ref(meta)}"
+    data_dir = f"/tmp/{dataset.get('version') or 'dataset'}"
+    height, _ = meta["input_size_hw"]
+    limit = evaluation.get("images")
+    limit_option = (
+        f" --limit {limit}" if limit is not None and limit != dataset["val"] else ""
+    )
+    return [
+        "To reproduce its figures (the toolchain extra, `pip install -e '.[train]'`; "
+        "the FP32 IR for the throughput comparison is converted from the ONNX "
+        "export):",
+        "",
+        "```bash",
+        f"segbatch model dataset {data_dir} --train {dataset['train']} "
+        f"--val {dataset['val']} --seed {dataset['seed']}",
+        f"ovc {folder}/model.onnx --output_model /tmp/fp32/model.xml "
+        "--compress_to_fp16 False",
+        f"segbatch model evaluate --data {data_dir} --out-dir /tmp/report "
+        f"--imgsz {height}{limit_option} --weights {folder}/model.pt "
+        f"--fp16 {folder}/fp16/model.xml --int8 {folder}/int8/model.xml "
+        "--fp32 /tmp/fp32/model.xml",
+        "```",
+        "",
+    ]
