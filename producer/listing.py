@@ -23,7 +23,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from segbatch import defaults
-from segbatch.errors import ObjectNotFound, StorageError
+from segbatch.errors import ConfigError, ObjectNotFound, StorageError
 from segbatch.s3 import make_s3_client, translate_s3_error
 from segbatch.uris import (
     FILE_SCHEME,
@@ -82,6 +82,11 @@ def iter_image_uris(
         ObjectNotFound: the local folder or manifest does not exist.
         StorageError: the S3 listing failed (missing bucket, access denied, ...).
     """
+    if not source.strip():
+        raise ConfigError(
+            "expected a source (a folder, an image, a manifest or "
+            "s3://bucket/prefix), got an empty string"
+        )
     if is_s3_uri(source):
         client = make_s3_client() if client is None else client
         yield from _iter_s3_prefix(parse_s3_uri(source), client, check_content_type)
@@ -156,6 +161,7 @@ def _iter_folder(folder: Path) -> Iterator[ObjectInfo]:
     kept = passed_over = 0
     for entry in _walk_sorted(folder.resolve()):
         if not is_image_name(entry.name):
+            logger.debug("Passed over %s: not an image name", entry.path)
             passed_over += 1
             continue
         kept += 1
@@ -204,6 +210,7 @@ def _iter_manifest(
             keep = is_image_name(path.name)
             uri = _local_uri(Path(os.path.normpath(manifest.parent.resolve() / path)))
         if not keep:
+            logger.debug("Passed over %s: not an image", uri)
             passed_over += 1
             continue
         kept += 1
@@ -232,8 +239,10 @@ def _read_manifest_entries(manifest: Path) -> Iterator[str]:
                 if text:
                     yield text
     except UnicodeDecodeError as exc:
+        extensions = ", ".join(f".{e}" for e in sorted(defaults.IMAGE_EXTENSIONS))
         raise StorageError(
-            f"cannot read manifest {manifest}: expected UTF-8 text ({exc.reason})"
+            f"cannot read manifest {manifest}: expected UTF-8 text ({exc.reason}); "
+            f"a file is taken as an image only when named {extensions}"
         ) from exc
     except OSError as exc:
         raise StorageError(

@@ -35,10 +35,15 @@ _MIGRATION_LOCK_KEY: Final = 0x5E6BA7C4
 _POSTGRES_DRIVERS: Final = ("postgresql", "postgres")
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``: ``postgresql://...`` (psycopg 3) or ``sqlite:///path``."""
+def make_engine(url: str, *, create: bool = True) -> Engine:
+    """An engine for ``url``: ``postgresql://...`` (psycopg 3) or ``sqlite:///path``.
+
+    A SQLite file is created on first use when ``create`` is true, in a folder that
+    must exist; when false, a missing file is a ``DatabaseError`` that names it.
+    """
     parsed = _parse_url(url)
     if parsed.get_backend_name() == "sqlite":
+        _check_sqlite_path(parsed, create=create)
         return _sqlite_engine(parsed)
     if parsed.get_backend_name() == "postgresql":
         return create_engine(parsed, pool_pre_ping=True)
@@ -103,6 +108,18 @@ def _parse_url(url: str) -> URL:
     if parsed.drivername in _POSTGRES_DRIVERS:
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
+
+
+def _check_sqlite_path(url: URL, *, create: bool) -> None:
+    if not url.database or url.database == ":memory:":
+        return
+    path = Path(url.database).absolute()
+    if not create and not path.is_file():
+        raise DatabaseError(f"no results database at {path} (from {url})")
+    if not path.parent.is_dir():
+        raise ConfigError(
+            f"cannot create the results database {path}: no folder {path.parent}"
+        )
 
 
 def _sqlite_engine(url: URL) -> Engine:

@@ -27,7 +27,8 @@ app = typer.Typer(
 db_app = typer.Typer(no_args_is_help=True, help="The results database.")
 app.add_typer(db_app, name="db")
 
-console = Console(stderr=True)
+# Off a terminal, lines are never wrapped: URIs in logs stay whole for grep.
+console = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
 logger = logging.getLogger(__name__)
 
 Force = Annotated[
@@ -57,6 +58,8 @@ def _configure(
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False)],
     )
+    # Alembic reports every plugin it loads at INFO.
+    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
 
 
 def _settings(**overrides: object) -> Settings:
@@ -83,6 +86,8 @@ def run(
     settings = _settings(database_url=database_url, batch_size=batch_size, model=model)
     summary = run_embedded(source, settings, processes=processes, force=force)
     _print_summary(summary)
+    if summary.listed == 0:
+        _warn_no_images(source)
     if summary.failed:
         console.print(
             f"[yellow]{summary.failed} image(s) failed; their reasons are in the "
@@ -138,6 +143,8 @@ def enqueue(
         f"listed {report.listed}, queued {report.queued} in {report.batches} "
         f"batches, skipped {report.skipped} already done"
     )
+    if report.listed == 0:
+        _warn_no_images(source)
     print(report.job_id)
 
 
@@ -174,14 +181,16 @@ def status(
     from segbatch.schema.db import make_engine, session_factory
 
     settings = _settings(database_url=database_url)
-    sessions = session_factory(make_engine(settings.database_url))
+    sessions = session_factory(make_engine(settings.database_url, create=False))
     with sessions() as session:
         _print_summary(store.job_summary(session, job_id))
 
 
 @app.command()
 def draw(
-    image: Annotated[Path, typer.Argument(help="An image file.", exists=True)],
+    image: Annotated[
+        Path, typer.Argument(help="An image file.", exists=True, dir_okay=False)
+    ],
     out: Annotated[Path, typer.Option(help="Where to write the PNG.")],
     model: Model = None,
 ) -> None:
@@ -197,6 +206,11 @@ def draw(
         raise typer.BadParameter(
             f"cannot write {out}: no folder {out.parent}", param_hint="--out"
         )
+    if not cv2.haveImageWriter(str(out)):
+        raise typer.BadParameter(
+            f"cannot write {out}: expected a name ending in .png or .jpg",
+            param_hint="--out",
+        )
     settings = _settings(model=model)
     image_rgb = decode_image(
         image.read_bytes(), name=str(image), max_pixels=settings.max_image_pixels
@@ -206,11 +220,13 @@ def draw(
     )
     (detections,) = segmenter.segment([image_rgb], confidence=settings.confidence)
     drawn = draw_detections(image_rgb, detections)
-    if not cv2.imwrite(str(out), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)):
-        raise typer.BadParameter(
-            f"cannot write {out}: not writable, or not a .png/.jpg name",
-            param_hint="--out",
-        )
+    try:
+        written = cv2.imwrite(str(out), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+    except cv2.error as exc:
+        message = f"cannot write {out}: {exc}"
+        raise typer.BadParameter(message, param_hint="--out") from exc
+    if not written:
+        raise typer.BadParameter(f"cannot write {out}", param_hint="--out")
     console.print(f"{len(detections)} detections drawn to {out}")
 
 
@@ -222,6 +238,16 @@ def db_upgrade(database_url: DatabaseUrl = None) -> None:
     settings = _settings(database_url=database_url)
     upgrade(settings.database_url)
     console.print("database is up to date")
+
+
+def _warn_no_images(source: str) -> None:
+    from segbatch import defaults
+
+    names = ", ".join(f".{e}" for e in sorted(defaults.IMAGE_EXTENSIONS))
+    console.print(
+        f"[yellow]no images found in {source}: nothing was processed. Images are "
+        f"files named {names}.[/]"
+    )
 
 
 def _print_summary(summary: object) -> None:

@@ -5,7 +5,8 @@
     ├── StorageError           listing or fetching objects (S3, local files)
     │   ├── StorageUnavailable unreachable or overloaded for now; may succeed later
     │   ├── ObjectNotFound     the object named does not exist
-    │   └── ObjectTooLarge     over the configured size limit (not read)
+    │   ├── ObjectTooLarge     over the configured size limit (not read)
+    │   └── AccessDenied       no credentials, rejected ones, or no permission
     ├── DecodeError            bytes that are not a usable image
     │   ├── EmptyImage         zero bytes
     │   ├── NotAnImage         no known image signature
@@ -58,6 +59,13 @@ class ObjectNotFound(StorageError):
 
 class ObjectTooLarge(StorageError):
     kind = "too_large"
+
+
+class AccessDenied(StorageError):
+    """The store refused to serve the object to these credentials, or there were
+    none: a setting to fix, after which a re-run retries the image."""
+
+    kind = "access_denied"
 
 
 class DecodeError(SegbatchError):

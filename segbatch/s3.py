@@ -25,7 +25,12 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from segbatch import defaults
 from segbatch.config import Settings, load_settings
-from segbatch.errors import ObjectNotFound, StorageError, StorageUnavailable
+from segbatch.errors import (
+    AccessDenied,
+    ObjectNotFound,
+    StorageError,
+    StorageUnavailable,
+)
 from segbatch.uris import S3Location
 
 logger = logging.getLogger(__name__)
@@ -87,7 +92,8 @@ def translate_s3_error(
 
     The caller raises the result ``from exc``. A missing key becomes
     :class:`ObjectNotFound`; an unreachable endpoint, a dropped connection, a
-    server error or a request to slow down :class:`StorageUnavailable`;
+    server error or a request to slow down :class:`StorageUnavailable`; missing or
+    rejected credentials and a refused permission :class:`AccessDenied`;
     everything else a :class:`StorageError`. The message names the object and
     says what went wrong.
     """
@@ -102,11 +108,11 @@ def translate_s3_error(
         if code in _NOT_FOUND_CODES or status == 404:
             return ObjectNotFound(f"cannot {action} {where}: no such key")
         if code in _BAD_CREDENTIAL_CODES:
-            return StorageError(
+            return AccessDenied(
                 f"cannot {action} {where}: credentials rejected ({code})"
             )
         if code in _DENIED_CODES or status == 403:
-            return StorageError(f"cannot {action} {where}: access denied ({code})")
+            return AccessDenied(f"cannot {action} {where}: access denied ({code})")
         if code in _BUSY_CODES or (status or 0) >= _SERVER_ERROR_STATUS:
             return StorageUnavailable(
                 f"cannot {action} {where}: the server answered {code or status}"
@@ -116,7 +122,7 @@ def translate_s3_error(
         )
 
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-        return StorageError(f"cannot {action} {where}: no usable S3 credentials")
+        return AccessDenied(f"cannot {action} {where}: no usable S3 credentials")
     if isinstance(exc, SSLError):
         return StorageError(
             f"cannot {action} {where}: the TLS handshake failed ({exc})"

@@ -125,6 +125,56 @@ def test_run_on_a_missing_path_fails_with_one_line_and_records_nothing(tmp_path)
     assert not database.exists()
 
 
+def test_run_on_an_empty_source_string_fails_instead_of_taking_the_current_folder(
+    tmp_path,
+):
+    database = tmp_path / "results.sqlite"
+
+    completed = segbatch("run", "", "--database-url", f"sqlite:///{database}")
+
+    assert completed.returncode == 1
+    assert completed.stderr.startswith("error:") and "empty" in completed.stderr
+    assert not database.exists()
+
+
+def test_run_on_a_folder_without_images_says_so(tmp_path):
+    folder = tmp_path / "no images"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not an image")
+
+    completed = segbatch(
+        "run", str(folder), "--database-url", f"sqlite:///{tmp_path / 'r.sqlite'}"
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    assert f"no images found in {folder}" in completed.stderr
+
+
+def test_status_names_a_missing_results_file_and_creates_none(tmp_path):
+    database = tmp_path / "segbatch.sqlite"
+
+    completed = segbatch(
+        "status", "some-job", "--database-url", f"sqlite:///{database}"
+    )
+
+    assert completed.returncode == 1
+    assert "Traceback" not in completed.stderr
+    assert f"no results database at {database}" in completed.stderr
+    assert not database.exists()
+
+
+def test_run_names_the_missing_folder_of_its_results_file(tmp_path):
+    database = tmp_path / "no such folder" / "r.sqlite"
+
+    completed = segbatch(
+        "run", str(REPO / "models" / "demo"), "--database-url", f"sqlite:///{database}"
+    )
+
+    assert completed.returncode == 1
+    assert "Traceback" not in completed.stderr
+    assert f"no folder {database.parent}" in completed.stderr
+
+
 def test_draw_writes_the_image_at_its_size_with_the_detections_drawn(tmp_path):
     import cv2
 
@@ -151,3 +201,20 @@ def test_draw_into_a_missing_folder_names_it_before_any_work(tmp_path):
     assert completed.returncode == 2
     assert "Traceback" not in completed.stderr
     assert "--out" in completed.stderr and str(out.parent) in completed.stderr
+
+
+@pytest.mark.parametrize(
+    ("image", "out_name", "named"),
+    [
+        (REPO / "models" / "demo", "drawn.png", "is a directory"),
+        (REPO / "models" / "demo" / "demo-06.jpg", "drawn.txt", ".png or .jpg"),
+    ],
+    ids=["folder as image", "unwritable extension"],
+)
+def test_draw_refuses_a_bad_argument_with_one_message(tmp_path, image, out_name, named):
+    completed = segbatch("draw", str(image), "--out", str(tmp_path / out_name))
+
+    assert completed.returncode == 2
+    assert "Traceback" not in completed.stderr
+    assert named in " ".join(completed.stderr.split())
+    assert not (tmp_path / out_name).exists()

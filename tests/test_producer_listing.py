@@ -237,3 +237,11 @@ def test_a_manifest_that_is_not_utf8_is_a_storage_error(tmp_path: Path):
 def test_a_missing_local_source_is_object_not_found(tmp_path: Path):
     with pytest.raises(ObjectNotFound, match="absent"):
         list(iter_image_uris(str(tmp_path / "absent")))
+
+
+@pytest.mark.parametrize("source", ["", "   "])
+def test_an_empty_source_is_a_config_error_not_the_current_folder(source):
+    from segbatch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="empty string"):
+        next(iter_image_uris(source))

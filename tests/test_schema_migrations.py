@@ -113,7 +113,7 @@ def test_concurrent_upgrades_of_one_empty_postgres_database_both_succeed(
         ("postgresql://user@db.example/results", "postgresql+psycopg"),
         ("postgres://user@db.example/results", "postgresql+psycopg"),
         ("postgresql+psycopg://user@db.example/results", "postgresql+psycopg"),
-        ("sqlite:///var/results.sqlite", "sqlite"),
+        ("sqlite:///results.sqlite", "sqlite"),
         ("sqlite://", "sqlite"),
     ],
 )

@@ -18,6 +18,7 @@ from botocore.exceptions import (
 
 from segbatch.config import Settings
 from segbatch.errors import (
+    AccessDenied,
     ObjectNotFound,
     ObjectTooLarge,
     StorageError,
@@ -44,10 +45,10 @@ def client_error(code: str, status: int) -> ClientError:
         (client_error("NoSuchKey", 404), ObjectNotFound, "no such key"),
         (client_error("404", 404), ObjectNotFound, "no such key"),
         (client_error("NoSuchBucket", 404), StorageError, "bucket 'photos' does not"),
-        (client_error("AccessDenied", 403), StorageError, "access denied"),
-        (client_error("403", 403), StorageError, "access denied"),
-        (client_error("InvalidAccessKeyId", 403), StorageError, "credentials rejected"),
-        (client_error("SignatureDoesNotMatch", 403), StorageError, "credentials"),
+        (client_error("AccessDenied", 403), AccessDenied, "access denied"),
+        (client_error("403", 403), AccessDenied, "access denied"),
+        (client_error("InvalidAccessKeyId", 403), AccessDenied, "credentials rejected"),
+        (client_error("SignatureDoesNotMatch", 403), AccessDenied, "credentials"),
         (client_error("SlowDown", 503), StorageUnavailable, "answered SlowDown"),
         (client_error("InternalError", 500), StorageUnavailable, "InternalError"),
         (client_error("InvalidRange", 416), StorageError, "answered InvalidRange"),
@@ -66,7 +67,7 @@ def client_error(code: str, status: int) -> ClientError:
             StorageUnavailable,
             "connection dropped",
         ),
-        (NoCredentialsError(), StorageError, "no usable S3 credentials"),
+        (NoCredentialsError(), AccessDenied, "no usable S3 credentials"),
         (
             SSLError(endpoint_url="https://10.0.0.1:9000", error="bad certificate"),
             StorageError,
