@@ -48,7 +48,16 @@ DatabaseUrl = Annotated[
 
 @app.callback()
 def _configure(
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True)] = 0,
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose",
+            "-v",
+            count=True,
+            help="More log lines, given before the command: -v each batch, -vv each "
+            "image.",
+        ),
+    ] = 0,
 ) -> None:
     level = (
         logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
@@ -69,7 +78,8 @@ def _settings(**overrides: object) -> Settings:
 @app.command()
 def run(
     source: Annotated[
-        str, typer.Argument(help="A folder, a manifest or s3://bucket/prefix.")
+        str,
+        typer.Argument(help="A folder, an image, a manifest or s3://bucket/prefix."),
     ],
     database_url: DatabaseUrl = None,
     processes: Annotated[
