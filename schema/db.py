@@ -111,7 +111,8 @@ def _parse_url(url: str) -> URL:
 
 
 def _check_sqlite_path(url: URL, *, create: bool) -> None:
-    if not url.database or url.database == ":memory:":
+    # An SQLite URI (``?uri=true``) is the driver's to interpret.
+    if not url.database or url.database == ":memory:" or "uri" in url.query:
         return
     path = Path(url.database).absolute()
     if not create and not path.is_file():

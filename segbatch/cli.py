@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from segbatch.config import Settings, load_settings
@@ -101,7 +102,7 @@ def run(
     if summary.failed:
         console.print(
             f"[yellow]{summary.failed} image(s) failed; their reasons are in the "
-            f"images table of {settings.database_url}[/]"
+            f"images table of {escape(settings.database_url)}[/]"
         )
 
 
@@ -237,7 +238,7 @@ def draw(
         raise typer.BadParameter(message, param_hint="--out") from exc
     if not written:
         raise typer.BadParameter(f"cannot write {out}", param_hint="--out")
-    console.print(f"{len(detections)} detections drawn to {out}")
+    console.print(f"{len(detections)} detections drawn to {escape(str(out))}")
 
 
 @db_app.command("upgrade")
@@ -255,7 +256,8 @@ def _warn_no_images(source: str) -> None:
 
     names = ", ".join(f".{e}" for e in sorted(defaults.IMAGE_EXTENSIONS))
     console.print(
-        f"[yellow]no images found in {source}: nothing was processed. Images are "
+        f"[yellow]no images found in {escape(source)}: nothing was processed. "
+        "Images are "
         f"files named {names}.[/]"
     )
 
@@ -263,7 +265,7 @@ def _warn_no_images(source: str) -> None:
 def _print_summary(summary: object) -> None:
     table = Table(show_header=False, box=None)
     for key, value in vars(summary).items():
-        table.add_row(key.replace("_", " "), str(value))
+        table.add_row(key.replace("_", " "), escape(str(value)))
     Console().print(table)
 
 
@@ -282,5 +284,5 @@ def main() -> None:
     try:
         app()
     except SegbatchError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {escape(str(exc))}")
         sys.exit(1)

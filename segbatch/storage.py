@@ -16,7 +16,13 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from segbatch import defaults
-from segbatch.errors import ConfigError, ObjectNotFound, ObjectTooLarge, StorageError
+from segbatch.errors import (
+    AccessDenied,
+    ConfigError,
+    ObjectNotFound,
+    ObjectTooLarge,
+    StorageError,
+)
 from segbatch.s3 import make_s3_client, translate_s3_error
 from segbatch.uris import S3Location, is_s3_uri, local_path, parse_s3_uri
 
@@ -143,7 +149,7 @@ def _read_local(uri: str, max_bytes: int) -> StoredObject:
     except IsADirectoryError as exc:
         raise StorageError(f"cannot read {uri}: a directory, not a file") from exc
     except PermissionError as exc:
-        raise StorageError(f"cannot read {uri}: permission denied") from exc
+        raise AccessDenied(f"cannot read {uri}: permission denied") from exc
     except OSError as exc:
         raise StorageError(f"cannot read {uri}: {exc.strerror or exc}") from exc
 

@@ -137,9 +137,10 @@ def test_run_on_an_empty_source_string_fails_instead_of_taking_the_current_folde
     assert not database.exists()
 
 
-def test_run_on_a_folder_without_images_says_so(tmp_path):
-    folder = tmp_path / "no images"
-    folder.mkdir()
+@pytest.mark.parametrize("name", ["no images", "a[/b] [raw]"])
+def test_run_on_a_folder_without_images_says_so(tmp_path, name):
+    folder = tmp_path / name
+    folder.mkdir(parents=True)
     (folder / "notes.txt").write_text("not an image")
 
     completed = segbatch(
@@ -148,6 +149,7 @@ def test_run_on_a_folder_without_images_says_so(tmp_path):
 
     assert completed.returncode == 0, completed.stderr
     assert f"no images found in {folder}" in completed.stderr
+    assert str(folder) in completed.stdout  # the summary's source, verbatim
 
 
 def test_status_names_a_missing_results_file_and_creates_none(tmp_path):

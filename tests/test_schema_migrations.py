@@ -115,6 +115,7 @@ def test_concurrent_upgrades_of_one_empty_postgres_database_both_succeed(
         ("postgresql+psycopg://user@db.example/results", "postgresql+psycopg"),
         ("sqlite:///results.sqlite", "sqlite"),
         ("sqlite://", "sqlite"),
+        ("sqlite:///file:results.sqlite?uri=true", "sqlite"),
     ],
 )
 def test_database_urls_are_given_their_driver(url, driver):

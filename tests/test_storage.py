@@ -231,3 +231,17 @@ def test_an_object_over_the_size_limit_is_refused_unread(
     assert "2048 bytes" in str(raised.value)
     assert "1024 bytes" in str(raised.value)
     assert read_object(uri, client=s3_client, max_bytes=2048).size_bytes == 2048
+
+
+def test_a_local_file_that_cannot_be_opened_is_access_denied(tmp_path, monkeypatch):
+    image = tmp_path / "locked.jpg"
+    image.write_bytes(b"\xff\xd8")
+
+    def refuse(self: Path) -> bytes:
+        # The suite may run as root, which no file mode keeps out.
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+
+    with pytest.raises(AccessDenied, match=r"locked\.jpg: permission denied"):
+        read_object(str(image))
