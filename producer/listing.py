@@ -103,6 +103,11 @@ def iter_image_uris(
         raise ObjectNotFound(f"no folder, image or manifest at {source!r}")
 
 
+def image_extensions_text() -> str:
+    """The extensions an image name may end in, as a user reads them."""
+    return ", ".join(f".{extension}" for extension in sorted(defaults.IMAGE_EXTENSIONS))
+
+
 def _iter_s3_prefix(
     prefix: S3Location, client: Any, check_content_type: bool
 ) -> Iterator[ObjectInfo]:
@@ -239,10 +244,9 @@ def _read_manifest_entries(manifest: Path) -> Iterator[str]:
                 if text:
                     yield text
     except UnicodeDecodeError as exc:
-        extensions = ", ".join(f".{e}" for e in sorted(defaults.IMAGE_EXTENSIONS))
         raise StorageError(
             f"cannot read manifest {manifest}: expected UTF-8 text ({exc.reason}); "
-            f"a file is taken as an image only when named {extensions}"
+            f"a file is taken as an image only when named {image_extensions_text()}"
         ) from exc
     except OSError as exc:
         raise StorageError(

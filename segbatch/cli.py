@@ -252,13 +252,11 @@ def db_upgrade(database_url: DatabaseUrl = None) -> None:
 
 
 def _warn_no_images(source: str) -> None:
-    from segbatch import defaults
+    from segbatch.producer.listing import image_extensions_text
 
-    names = ", ".join(f".{e}" for e in sorted(defaults.IMAGE_EXTENSIONS))
     console.print(
         f"[yellow]no images found in {escape(source)}: nothing was processed. "
-        "Images are "
-        f"files named {names}.[/]"
+        f"Images are files named {image_extensions_text()}.[/]"
     )
 
 

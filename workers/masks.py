@@ -134,15 +134,13 @@ def _blend_rows(
 class MaskResampling:
     """How prototype cells map onto the pixels of one source image.
 
-    ``upsample_y``/``upsample_x`` take prototype cells to the ``factor`` times finer
-    grid (None when ``factor`` is 1); ``content_y``/``content_x`` take the content
-    rows and columns of that grid, which start at ``content_top``/``content_left``,
-    to source pixels.
+    ``upsample_yx`` takes prototype rows and columns to the 2 or 4 times finer grid
+    (None where the prototype grid itself is used); ``content_y``/``content_x``
+    take the content rows and columns of that grid, which start at
+    ``content_top``/``content_left``, to source pixels.
     """
 
-    factor: int
-    upsample_y: _Taps | None
-    upsample_x: _Taps | None
+    upsample_yx: tuple[_Taps, _Taps] | None
     content_top: int
     content_left: int
     content_y: _Taps
@@ -173,9 +171,11 @@ def mask_resampling(
     top = round((grid_h - content_h) / 2 - 0.1)
     left = round((grid_w - content_w) / 2 - 0.1)
     return MaskResampling(
-        factor=factor,
-        upsample_y=linear_taps(proto_h, grid_h) if factor > 1 else None,
-        upsample_x=linear_taps(proto_w, grid_w) if factor > 1 else None,
+        upsample_yx=(
+            (linear_taps(proto_h, grid_h), linear_taps(proto_w, grid_w))
+            if factor > 1
+            else None
+        ),
         content_top=top,
         content_left=left,
         content_y=linear_taps(content_h, source_h),
@@ -241,15 +241,19 @@ def _grid_logits(
     grid_cols: tuple[int, int],
 ) -> np.ndarray:
     """Mask logits over rows and columns ``[start, stop)`` of the upsampled grid."""
-    num_masks = protos_chw.shape[0]
-    if plan.upsample_y is None or plan.upsample_x is None:
-        window = protos_chw[:, slice(*grid_rows), slice(*grid_cols)]
-        return (coefficients @ window.reshape(num_masks, -1)).reshape(window.shape[1:])
+    upsample_yx, proto_rows, proto_cols = None, grid_rows, grid_cols
+    if plan.upsample_yx is not None:
+        upsample_yx = (
+            plan.upsample_yx[0][slice(*grid_rows)],
+            plan.upsample_yx[1][slice(*grid_cols)],
+        )
+        proto_rows, proto_cols = upsample_yx[0].reach, upsample_yx[1].reach
 
-    up_y = plan.upsample_y[slice(*grid_rows)]
-    up_x = plan.upsample_x[slice(*grid_cols)]
-    proto_rows, proto_cols = up_y.reach, up_x.reach
+    num_masks = protos_chw.shape[0]
     window = protos_chw[:, slice(*proto_rows), slice(*proto_cols)]
     logits = (coefficients @ window.reshape(num_masks, -1)).reshape(window.shape[1:])
+    if upsample_yx is None:
+        return logits
+    up_y, up_x = upsample_yx
     by_column = _blend_columns(logits, up_x.shifted(-proto_cols[0]))
     return _blend_rows(by_column, up_y.shifted(-proto_rows[0]))
