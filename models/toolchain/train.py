@@ -47,6 +47,12 @@ def train(data_yaml: Path, run_dir: Path, recipe: TrainRecipe) -> Path:
     """Train (or resume) in ``run_dir``; return the path of the best weights."""
     _offline()
     from ultralytics import YOLO  # the toolchain extra; workers never import this
+    from ultralytics.utils import torch_utils
+
+    # Ultralytics sets torch's CPU threads to one fewer than the machine has, to
+    # leave a core to data loading; it also loads data in the training process on
+    # a CPU, so that core idles. Train on all of them.
+    torch_utils.NUM_THREADS = os.cpu_count() or 1
 
     last = run_dir / "weights" / "last.pt"
     if last.exists():
