@@ -26,13 +26,14 @@ from rich.progress import (
 
 from segbatch import defaults
 from segbatch.config import Settings
-from segbatch.errors import BrokerError, DatabaseError
+from segbatch.errors import BrokerError
 from segbatch.producer.backpressure import queue_depth, wait_for_room
 from segbatch.producer.batching import chunked
 from segbatch.producer.listing import iter_image_uris
 from segbatch.producer.planning import (
     PlanCounts,
     SessionFactory,
+    finished_once_drained,
     pending_batches,
     queue_batch,
 )
@@ -130,23 +131,21 @@ def enqueue(
                 session, source=source, model_version_id=model_version_id
             )
         logger.info("Job %s: enqueuing images of %s", job_id, source)
-        _send_batches(
-            itertools.chain([first_page], pages),
-            sender,
-            session_factory=session_factory,
-            job_id=job_id,
-            model_version_id=model_version_id,
-            batch_size=settings.batch_size,
-            force=force,
-            counts=counts,
-            progress=progress,
-        )
+        with finished_once_drained(session_factory, job_id):
+            _send_batches(
+                itertools.chain([first_page], pages),
+                sender,
+                session_factory=session_factory,
+                job_id=job_id,
+                model_version_id=model_version_id,
+                batch_size=settings.batch_size,
+                force=force,
+                counts=counts,
+                progress=progress,
+            )
     finally:
         if own_redis:
             broker_redis.close()
-
-    with session_factory() as session:
-        store.finish_if_drained(session, job_id)
 
     report = EnqueueReport(
         job_id=job_id,
@@ -208,7 +207,7 @@ def _send_batches(
                 _show(display, task, counts)
             _show(display, task, counts)
     except BaseException:
-        _report_stop(session_factory, job_id, counts)
+        _report_stop(job_id, counts)
         raise
 
 
@@ -263,13 +262,8 @@ class _BatchSender:
         logger.debug("Sent a batch of %d images to %r", len(uris), self.queue_name)
 
 
-def _report_stop(
-    session_factory: SessionFactory, job_id: str, counts: PlanCounts
-) -> None:
-    """Say how far a stopped job got, and finish it if nothing it sent is left.
-
-    The database may be what stopped it: a failure to reach it is only logged.
-    """
+def _report_stop(job_id: str, counts: PlanCounts) -> None:
+    """Say how far a stopped job got."""
     logger.warning(
         "Job %s stopped after queueing %d of the %d images listed so far; "
         "the same command queues the rest",
@@ -277,11 +271,6 @@ def _report_stop(
         counts.queued,
         counts.listed,
     )
-    try:
-        with session_factory() as session:
-            store.finish_if_drained(session, job_id)
-    except DatabaseError as exc:
-        logger.warning("Job %s could not be checked for completion: %s", job_id, exc)
 
 
 def _progress_display(enabled: bool) -> Progress:

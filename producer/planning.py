@@ -10,13 +10,17 @@ that stops halfway leaves no image recorded as queued that never left.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from segbatch.errors import DatabaseError
 from segbatch.producer.batching import unique_in_order
 from segbatch.schema import store
+
+logger = logging.getLogger(__name__)
 
 SessionFactory = Callable[[], AbstractContextManager[Any]]
 
@@ -29,6 +33,35 @@ class PlanCounts:
     skipped: int = 0
     queued: int = 0
     batches: int = 0
+
+
+@contextmanager
+def finished_once_drained(
+    session_factory: SessionFactory, job_id: str
+) -> Iterator[None]:
+    """On leaving, mark the job finished if none of its images is queued.
+
+    This holds for a run that stops early too (Ctrl-C, a broker lost): a job
+    stopped before it queued anything, or whose queued images are all recorded,
+    does not stay running. On the way out of such an exception a database error
+    is logged, not raised, so that it does not hide the first one.
+    """
+    try:
+        yield
+    except BaseException:
+        try:
+            _finish_if_drained(session_factory, job_id)
+        except DatabaseError as exc:
+            logger.warning(
+                "Job %s could not be checked for completion: %s", job_id, exc
+            )
+        raise
+    _finish_if_drained(session_factory, job_id)
+
+
+def _finish_if_drained(session_factory: SessionFactory, job_id: str) -> None:
+    with session_factory() as session:
+        store.finish_if_drained(session, job_id)
 
 
 def pending_batches(

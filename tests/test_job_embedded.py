@@ -7,9 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from segbatch.config import load_settings
+from segbatch.schema import store
 from segbatch.schema.db import make_engine, session_factory
+from segbatch.schema.tables import Job, JobState
+from segbatch.workers import embedded
 from segbatch.workers.embedded import run_embedded
 from tests.support.cases import CASES, CASES_DIR, REPO, demo_images
 from tests.support.jobs import (
@@ -99,6 +103,30 @@ def test_running_again_skips_what_is_done_and_force_rewrites_the_same_rows(
     assert set(after) == set(before)
     for uri, image in after.items():
         assert_same_detections(image.detections, before[uri].detections, uri)
+
+
+def test_a_run_stopped_before_its_first_batch_leaves_no_job_running(
+    archive, tmp_path, monkeypatch
+):
+    url = f"sqlite:///{tmp_path / 'stopped.sqlite'}"
+    settings = load_settings().replace(database_url=url)
+    sessions = session_factory(make_engine(url))
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(embedded, "queue_batch", stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_embedded(str(archive / "demo"), settings)
+    monkeypatch.undo()
+
+    with sessions() as session:
+        (job_id,) = session.scalars(select(Job.id)).all()
+        stopped = store.job_summary(session, job_id)
+    assert (stopped.state, stopped.queued, stopped.done) == (JobState.FINISHED, 0, 0)
+
+    again = run_embedded(str(archive / "demo"), settings)
+    assert (again.skipped, again.done) == (0, len(demo_images()))
 
 
 def test_the_readme_command_processes_the_demo_images(tmp_path):

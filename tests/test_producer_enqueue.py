@@ -354,6 +354,35 @@ def test_a_producer_stopped_while_waiting_has_recorded_as_queued_only_what_it_se
     assert (drained.done, drained.state) == (len(sent), JobState.FINISHED)
 
 
+def test_a_producer_stopped_before_it_sent_anything_leaves_its_job_finished(
+    tmp_path, sessions, celery_app, model_version_id, broker_queue
+):
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    client, queue_name = broker_queue
+    # Measured once before the job exists; stopped while waiting for room.
+    interrupted = InterruptedRedis(client, calls=1)
+
+    with pytest.raises(KeyboardInterrupt):
+        enqueue(
+            str(tmp_path),
+            settings=Settings(),
+            session_factory=sessions,
+            celery_app=celery_app,
+            model_version_id=model_version_id,
+            progress=False,
+            queue_name=queue_name,
+            redis_client=interrupted,
+        )
+
+    with sessions() as session:
+        (job_id,) = session.scalars(
+            select(Job.id).where(Job.model_version_id == model_version_id)
+        ).all()
+        stopped = store.job_summary(session, job_id)
+    assert (stopped.state, stopped.queued) == (JobState.FINISHED, 0)
+    assert queued_messages(client, queue_name) == []
+
+
 def test_an_unreachable_broker_fails_before_any_job_is_created(
     tmp_path, sessions, model_version_id, broker_queue
 ):

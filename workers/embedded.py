@@ -22,7 +22,12 @@ from segbatch.config import Settings
 from segbatch.models import registry
 from segbatch.producer.batching import chunked
 from segbatch.producer.listing import iter_image_uris
-from segbatch.producer.planning import PlanCounts, pending_batches, queue_batch
+from segbatch.producer.planning import (
+    PlanCounts,
+    finished_once_drained,
+    pending_batches,
+    queue_batch,
+)
 from segbatch.schema import store
 from segbatch.schema.db import make_engine, session_factory, upgrade
 from segbatch.workers.pipeline import BatchProcessor
@@ -103,19 +108,18 @@ def run_embedded(
                 yield queued
 
     done = failed = detections = 0
-    for results in _process(queued_batches(), settings, processes):
-        with sessions() as session:
-            counts = store.record_results(
-                session,
-                job_id=job_id,
-                model_version_id=model_version_id,
-                results=results,
-            )
-        done += counts.done
-        failed += counts.failed
-        detections += counts.detections
-    with sessions() as session:
-        store.finish_if_drained(session, job_id)
+    with finished_once_drained(sessions, job_id):
+        for results in _process(queued_batches(), settings, processes):
+            with sessions() as session:
+                counts = store.record_results(
+                    session,
+                    job_id=job_id,
+                    model_version_id=model_version_id,
+                    results=results,
+                )
+            done += counts.done
+            failed += counts.failed
+            detections += counts.detections
 
     elapsed_s = time.perf_counter() - started
     return EmbeddedSummary(
