@@ -229,7 +229,11 @@ def draw(
     segmenter = SegmentationModel.load(
         registry.resolve(settings.model, settings.models_dir)
     )
-    (detections,) = segmenter.segment([image_rgb], confidence=settings.confidence)
+    (detections,) = segmenter.segment(
+        [image_rgb],
+        confidence=settings.confidence,
+        class_agnostic=settings.class_agnostic_nms,
+    )
     drawn = draw_detections(image_rgb, detections)
     try:
         written = cv2.imwrite(str(out), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))

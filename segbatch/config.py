@@ -12,6 +12,8 @@
 | ``SEGBATCH_MAX_OBJECT_BYTES``     | refuse objects larger than this, unread   |
 | ``SEGBATCH_FETCH_CONCURRENCY``    | concurrent downloads per worker process   |
 | ``SEGBATCH_CONFIDENCE``           | minimum detection score                   |
+| ``SEGBATCH_CLASS_AGNOSTIC_NMS``   | ``true``: one detection per object, of    |
+|                                   | any class (NMS across classes)            |
 | ``SEGBATCH_S3_ADDRESSING_STYLE``  | ``path`` (MinIO-like servers) or ``virtual`` |
 
 S3 credentials, region and endpoint are boto3's own: ``AWS_ACCESS_KEY_ID``,
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +49,7 @@ class Settings:
     max_object_bytes: int = defaults.MAX_OBJECT_BYTES
     fetch_concurrency: int = defaults.FETCH_CONCURRENCY
     confidence: float = defaults.CONFIDENCE_THRESHOLD
+    class_agnostic_nms: bool = False
     s3_addressing_style: str = defaults.S3_ADDRESSING_STYLE
 
     def __post_init__(self) -> None:
@@ -62,7 +65,18 @@ class Settings:
         return dataclasses.replace(self, **given)  # type: ignore[arg-type]
 
 
-_ENV_FIELDS = {
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _parse_flag(raw: str) -> bool:
+    word = raw.strip().lower()
+    if word in _TRUE | _FALSE:
+        return word in _TRUE
+    raise ValueError(raw)
+
+
+_ENV_FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "SEGBATCH_DATABASE_URL": ("database_url", str),
     "SEGBATCH_BROKER_URL": ("broker_url", str),
     "SEGBATCH_MODEL": ("model", str),
@@ -73,10 +87,17 @@ _ENV_FIELDS = {
     "SEGBATCH_MAX_OBJECT_BYTES": ("max_object_bytes", int),
     "SEGBATCH_FETCH_CONCURRENCY": ("fetch_concurrency", int),
     "SEGBATCH_CONFIDENCE": ("confidence", float),
+    "SEGBATCH_CLASS_AGNOSTIC_NMS": ("class_agnostic_nms", _parse_flag),
     "SEGBATCH_S3_ADDRESSING_STYLE": ("s3_addressing_style", str),
 }
 _VARIABLES = {field: variable for variable, (field, _) in _ENV_FIELDS.items()}
-_TYPE_NAMES = {str: "text", Path: "a path", int: "an integer", float: "a number"}
+_TYPE_NAMES: dict[Callable[[str], object], str] = {
+    str: "text",
+    Path: "a path",
+    int: "an integer",
+    float: "a number",
+    _parse_flag: "true or false (1/0, yes/no, on/off)",
+}
 
 # The producer measures the queue with redis-py, which reads these schemes only.
 _BROKER_SCHEMES = ("redis://", "rediss://", "unix://")

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from segbatch.cli import app
-from segbatch.config import Settings
+from segbatch.config import Settings, load_settings
 from tests.support.cases import REPO
 
 # Every command option that a variable also sets, by command.
@@ -74,6 +74,11 @@ def test_the_help_of_an_option_names_the_variable_that_also_sets_it(command, var
         ),
         (["status", "x"], {"SEGBATCH_BATCH_SIZE": "abc"}, "SEGBATCH_BATCH_SIZE"),
         (["enqueue", "/x"], {"SEGBATCH_BROKER_URL": "127.0.0.1:6379"}, "BROKER"),
+        (
+            ["run", "/x"],
+            {"SEGBATCH_CLASS_AGNOSTIC_NMS": "maybe"},
+            "SEGBATCH_CLASS_AGNOSTIC_NMS",
+        ),
     ],
     ids=[
         "run batch size 0",
@@ -81,6 +86,7 @@ def test_the_help_of_an_option_names_the_variable_that_also_sets_it(command, var
         "enqueue max queued 0",
         "batch size abc in the environment",
         "broker URL without a scheme",
+        "a flag that is neither true nor false",
     ],
 )
 def test_a_bad_setting_ends_the_command_with_one_line_naming_it(args, env, named):
@@ -90,6 +96,16 @@ def test_a_bad_setting_ends_the_command_with_one_line_naming_it(args, env, named
     assert "Traceback" not in completed.stderr
     assert completed.stderr.startswith("error:")
     assert named in completed.stderr
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("true", True), ("1", True), (" Yes ", True), ("off", False), ("0", False)],
+)
+def test_a_flag_reads_the_usual_spellings_of_true_and_false(raw, expected):
+    settings = load_settings({"SEGBATCH_CLASS_AGNOSTIC_NMS": raw})
+
+    assert settings.class_agnostic_nms is expected
 
 
 @pytest.mark.parametrize(

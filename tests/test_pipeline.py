@@ -11,12 +11,13 @@ import cv2
 import numpy as np
 import pytest
 
+from segbatch import defaults
 from segbatch.config import Settings
 from segbatch.errors import InferenceError
 from segbatch.s3 import make_s3_client
 from segbatch.workers.model import SegmentationModel
 from segbatch.workers.pipeline import BatchProcessor
-from tests.support.cases import CASES, CASES_DIR
+from tests.support.cases import CASES, CASES_DIR, demo_images
 from tests.test_model import fake_model
 
 
@@ -152,3 +153,31 @@ def test_an_image_the_store_cannot_serve_within_the_wait_fails_as_unavailable(
     assert time.monotonic() - started_s >= 0.5
     assert result.failure_kind == "storage_unavailable"
     assert uri in result.failure_message
+
+
+def box_iou(a, b) -> float:
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    overlap = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - overlap
+    return overlap / union
+
+
+def test_class_agnostic_nms_leaves_no_two_detections_on_one_object(published_model):
+    # At so low a confidence, NMS within each class leaves the same object found
+    # under a second class on these images.
+    model = SegmentationModel.load(published_model)
+    processor = BatchProcessor(
+        model, Settings(class_agnostic_nms=True, confidence=0.01), None
+    )
+    try:
+        results = processor.process([path.as_uri() for path in demo_images()])
+    finally:
+        processor.close()
+
+    assert all(result.ok and result.detections for result in results)
+    for result in results:
+        for index, first in enumerate(result.detections):
+            for second in result.detections[index + 1 :]:
+                overlap = box_iou(first.box_xyxy, second.box_xyxy)
+                assert overlap <= defaults.IOU_THRESHOLD, (result.uri, first, second)

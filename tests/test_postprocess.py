@@ -86,6 +86,27 @@ def test_identical_boxes_of_different_classes_do_not_suppress_each_other():
     assert kept.tolist() == [0, 1, 3]
 
 
+def test_class_agnostic_nms_keeps_one_of_overlapping_boxes_of_different_classes():
+    protos = np.ones((1, 80, 80), np.float32)
+    prediction = prediction_of(
+        [
+            [100, 100, 60, 60, 0.9, 0.0, 1.0],  # class 0
+            [102, 101, 60, 60, 0.0, 0.8, 1.0],  # the same object, class 1
+            [250, 250, 40, 40, 0.0, 0.7, 1.0],  # apart, class 1
+        ]
+    )
+    geometry = letterbox_geometry((320, 320), (320, 320))
+
+    per_class = postprocess(prediction, protos, geometry, num_classes=2)
+    agnostic = postprocess(
+        prediction, protos, geometry, num_classes=2, class_agnostic=True
+    )
+
+    np.testing.assert_allclose(per_class.scores, [0.9, 0.8, 0.7])
+    np.testing.assert_allclose(agnostic.scores, [0.9, 0.7])
+    assert agnostic.class_ids.tolist() == [0, 1]
+
+
 # --- Candidates -----------------------------------------------------------------------
 
 

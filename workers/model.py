@@ -168,12 +168,14 @@ class SegmentationModel:
         confidence: float = defaults.CONFIDENCE_THRESHOLD,
         iou: float = defaults.IOU_THRESHOLD,
         max_det: int = defaults.MAX_DETECTIONS,
+        class_agnostic: bool = False,
     ) -> list[list[Detection]]:
         """Detections with polygons for each ``(H, W, 3)`` uint8 RGB image.
 
-        ``images_rgb`` may be a generator: each image is letterboxed and released
-        as soon as it is taken, so a caller that decodes lazily never holds more
-        than a few full-size images.
+        NMS runs within each class unless ``class_agnostic``. ``images_rgb`` may
+        be a generator: each image is letterboxed and released as soon as it is
+        taken, so a caller that decodes lazily never holds more than a few
+        full-size images.
 
         Raises:
             InferenceError: OpenVINO failed while running the model.
@@ -184,6 +186,7 @@ class SegmentationModel:
             confidence=confidence,
             iou=iou,
             max_det=max_det,
+            class_agnostic=class_agnostic,
         )
 
     def segment_masks(
@@ -193,6 +196,7 @@ class SegmentationModel:
         confidence: float = defaults.CONFIDENCE_THRESHOLD,
         iou: float = defaults.IOU_THRESHOLD,
         max_det: int = defaults.MAX_DETECTIONS,
+        class_agnostic: bool = False,
     ) -> list[Segmentation]:
         """Boxes, scores, classes and binary masks for each image, in its pixels.
 
@@ -200,7 +204,12 @@ class SegmentationModel:
             InferenceError: OpenVINO failed while running the model.
         """
         return self._run(
-            images_rgb, _unchanged, confidence=confidence, iou=iou, max_det=max_det
+            images_rgb,
+            _unchanged,
+            confidence=confidence,
+            iou=iou,
+            max_det=max_det,
+            class_agnostic=class_agnostic,
         )
 
     def _run(
@@ -211,6 +220,7 @@ class SegmentationModel:
         confidence: float,
         iou: float,
         max_det: int,
+        class_agnostic: bool,
     ) -> list[_Result]:
         """Infer every image; decode each finished one, then ``finish`` it, while
         the others are still running."""
@@ -232,6 +242,7 @@ class SegmentationModel:
                 confidence=confidence,
                 iou=iou,
                 max_det=max_det,
+                class_agnostic=class_agnostic,
             )
             results[finished.index] = finish(segmentation)
 

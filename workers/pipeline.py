@@ -162,7 +162,11 @@ class BatchProcessor:
         """Segment the images as they load; ``loaded`` fills as they are taken."""
         started = time.perf_counter()
         try:
-            detections = self.model.segment(images, confidence=self.settings.confidence)
+            detections = self.model.segment(
+                images,
+                confidence=self.settings.confidence,
+                class_agnostic=self.settings.class_agnostic_nms,
+            )
         except SegbatchError as exc:
             for _ in images:  # the rest still gets its fetch and decode outcome
                 pass

@@ -143,8 +143,13 @@ def postprocess(
     iou: float = defaults.IOU_THRESHOLD,
     max_det: int = defaults.MAX_DETECTIONS,
     mask_threshold: float = defaults.MASK_THRESHOLD,
+    class_agnostic: bool = False,
 ) -> Segmentation:
-    """Turn one image's model outputs into detections in source pixels."""
+    """Turn one image's model outputs into detections in source pixels.
+
+    NMS runs within each class, as Ultralytics' does by default, unless
+    ``class_agnostic``: then a box suppresses overlapping ones of any class.
+    """
     num_masks = protos_chw.shape[0]
     if prediction_ca.ndim != 2 or prediction_ca.shape[0] != 4 + num_classes + num_masks:
         raise ValueError(
@@ -156,9 +161,12 @@ def postprocess(
         raise ValueError(f"expected a mask threshold in (0, 1), got {mask_threshold}")
 
     candidates = select_candidates(prediction_ca, num_classes, confidence)
-    kept = class_aware_nms(
-        candidates.boxes_xyxy, candidates.scores, candidates.class_ids, iou, max_det
-    )
+    if class_agnostic:
+        kept = nms(candidates.boxes_xyxy, candidates.scores, iou, max_det)
+    else:
+        kept = class_aware_nms(
+            candidates.boxes_xyxy, candidates.scores, candidates.class_ids, iou, max_det
+        )
 
     logit_threshold = np.float32(math.log(mask_threshold / (1.0 - mask_threshold)))
     protos = protos_chw.astype(np.float32, copy=False)
