@@ -363,15 +363,13 @@ def test_a_producer_stopped_before_it_sent_anything_leaves_its_job_finished(
     interrupted = InterruptedRedis(client, calls=1)
 
     with pytest.raises(KeyboardInterrupt):
-        enqueue(
+        run_enqueue(
             str(tmp_path),
-            settings=Settings(),
-            session_factory=sessions,
-            celery_app=celery_app,
-            model_version_id=model_version_id,
-            progress=False,
-            queue_name=queue_name,
-            redis_client=interrupted,
+            Settings(),
+            sessions,
+            celery_app,
+            model_version_id,
+            (interrupted, queue_name),
         )
 
     with sessions() as session:
