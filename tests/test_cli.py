@@ -24,6 +24,8 @@ OPTION_VARIABLES = {
     ],
     ("status",): ["SEGBATCH_DATABASE_URL"],
     ("db", "upgrade"): ["SEGBATCH_DATABASE_URL"],
+    ("model", "publish"): ["SEGBATCH_MODELS_DIR"],
+    ("model", "verify"): ["SEGBATCH_MODELS_DIR"],
 }
 
 

@@ -21,7 +21,7 @@ model_app = typer.Typer(
 
 ModelsDir = Annotated[
     Path | None,
-    typer.Option(help="Folder of model versions [env SEGBATCH_MODELS_DIR]."),
+    typer.Option(help="Folder of model versions (env SEGBATCH_MODELS_DIR)."),
 ]
 DataDir = Annotated[
     Path,
