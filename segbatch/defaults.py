@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 # Model
-DEFAULT_MODEL = "shapes-seg/3"  # name/version under models/
+DEFAULT_MODEL = "shapes-seg/4"  # name/version under models/
 CONFIDENCE_THRESHOLD = 0.25  # detections scoring below this are dropped
 IOU_THRESHOLD = 0.7  # NMS overlap above which the lower-scoring box goes
 MAX_DETECTIONS = 300  # per image, after NMS
