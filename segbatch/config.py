@@ -71,8 +71,10 @@ _FALSE = frozenset({"0", "false", "no", "off"})
 
 def _parse_flag(raw: str) -> bool:
     word = raw.strip().lower()
-    if word in _TRUE | _FALSE:
-        return word in _TRUE
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
     raise ValueError(raw)
 
 
